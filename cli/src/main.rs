@@ -1,1 +1,31 @@
-fn main() {}
+//! `cumulus`: one binary, one subcommand per role (DESIGN.md §2). This file only parses arguments
+//! and calls into the libraries; every role lives in its crate.
+
+use clap::{Parser, Subcommand};
+
+mod telemetry;
+
+/// Cumulus: serverless training and serving of ML models.
+#[derive(Debug, Parser)]
+#[command(name = "cumulus", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Log filter, as RUST_LOG (e.g. `info`, `cumulus_param_store=debug`).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
+    log_level: String,
+
+    /// Write logs as JSON lines instead of text.
+    #[arg(long, env = "CUMULUS_LOG_JSON", global = true)]
+    log_json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init(&cli.log_level, cli.log_json)?;
+    match cli.command {}
+}
