@@ -1,0 +1,193 @@
+//! [`Model`]: an ordered list of [`Layer`]s with their variables, run whole or as any contiguous
+//! range of layers (what the partitioner's layer groups and the inference stages execute).
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use cumulus_models::{Model, ModelConfig};
+//!
+//! let cfg = ModelConfig::default_for("mlp")?;
+//! let model = Model::with_seed(&cfg, &Device::Cpu, 42)?;
+//! let xs = Tensor::zeros((4, 64), candle_core::DType::F32, &Device::Cpu)?;
+//! let whole = model.forward_t(&xs, false)?;
+//! let mid = model.forward_range(0, 0, &xs, false)?;
+//! let split = model.forward_range(1, model.num_layers() - 1, &mid, false)?;
+//! assert_eq!(whole.to_vec2::<f32>()?, split.to_vec2::<f32>()?);
+//! for info in model.layer_infos(&[4, 64])? {
+//!     println!("{} {} {} params", info.name, info.kind, info.param_count);
+//! }
+//! # Ok::<(), cumulus_models::ModelError>(())
+//! ```
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarMap;
+
+use crate::config::ModelConfig;
+use crate::error::{ModelError, Result};
+use crate::layer::{Layer, LayerInfo, ParamBuilder, ParamInfo};
+use crate::zoo;
+
+/// A built model: its config, its layers and the variables they read.
+pub struct Model {
+    config: ModelConfig,
+    layers: Vec<Box<dyn Layer>>,
+    varmap: VarMap,
+    device: Device,
+    dtype: DType,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .field("layers", &self.layers.iter().map(|l| l.name()).collect::<Vec<_>>())
+            .field("dtype", &self.dtype)
+            .finish()
+    }
+}
+
+impl Model {
+    /// An F32 model initialized from seed 0.
+    pub fn new(config: &ModelConfig, device: &Device) -> Result<Self> {
+        Self::with_seed(config, device, 0)
+    }
+
+    /// An F32 model initialized from `seed`: the same seed gives the same weights.
+    pub fn with_seed(config: &ModelConfig, device: &Device, seed: u64) -> Result<Self> {
+        Self::with_options(config, device, seed, DType::F32)
+    }
+
+    /// A model of float type `dtype` (F64 is what the finite-difference tests use).
+    pub fn with_options(config: &ModelConfig, device: &Device, seed: u64, dtype: DType) -> Result<Self> {
+        config.validate()?;
+        if !dtype.is_float() {
+            return Err(ModelError::config("dtype", format!("must be a float type, got {dtype:?}")));
+        }
+        let mut pb = ParamBuilder::new(device, dtype, seed);
+        let layers = zoo::build(config, &mut pb)?;
+        Ok(Self {
+            config: config.clone(),
+            layers,
+            varmap: pb.into_varmap(),
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn layers(&self) -> &[Box<dyn Layer>] {
+        &self.layers
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// The whole model.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_range(0, self.layers.len() - 1, xs, train)
+    }
+
+    /// Layers `first ..= last` only: `xs` is the model input when `first == 0`, otherwise the
+    /// output of layer `first - 1`.
+    pub fn forward_range(&self, first: usize, last: usize, xs: &Tensor, train: bool) -> Result<Tensor> {
+        if first > last || last >= self.layers.len() {
+            return Err(ModelError::LayerRange {
+                first,
+                last,
+                len: self.layers.len(),
+            });
+        }
+        let layer = &self.layers[first];
+        layer.output_shape(xs.dims())?;
+        let ids_ok = first == 0 && self.config.takes_ids();
+        if !ids_ok && xs.dtype() != self.dtype {
+            return Err(ModelError::input(
+                layer.name(),
+                format!("expected dtype {:?}, got {:?}", self.dtype, xs.dtype()),
+            ));
+        }
+        let mut ys = xs.clone();
+        for layer in &self.layers[first..=last] {
+            ys = layer.forward_t(&ys, train)?;
+        }
+        Ok(ys)
+    }
+
+    /// Per-layer metadata for a model input of `input_shape` (batch included), shapes chained
+    /// through the layers.
+    pub fn layer_infos(&self, input_shape: &[usize]) -> Result<Vec<LayerInfo>> {
+        let mut shape = input_shape.to_vec();
+        let mut infos = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let info = LayerInfo::of(i, layer.as_ref(), &shape)?;
+            shape.clone_from(&info.output_shape);
+            infos.push(info);
+        }
+        Ok(infos)
+    }
+
+    /// Every tensor (parameters and buffers) in layer order.
+    pub fn param_infos(&self) -> Vec<ParamInfo> {
+        self.layers.iter().flat_map(|l| l.params().iter().cloned()).collect()
+    }
+
+    /// Number of trainable parameters (BatchNorm running statistics excluded).
+    pub fn total_params(&self) -> usize {
+        self.param_infos().iter().filter(|p| p.trainable).map(ParamInfo::numel).sum()
+    }
+
+    /// The variable named `name` (parameter or buffer).
+    pub fn var(&self, name: &str) -> Option<Var> {
+        self.varmap
+            .data()
+            .lock()
+            .expect("the VarMap mutex is never held across a panic")
+            .get(name)
+            .cloned()
+    }
+
+    /// The trainable variables, in layer order: what an optimizer updates.
+    pub fn vars(&self) -> Vec<Var> {
+        self.named_vars(true).into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// `(name, variable)` for every tensor (`trainable_only` drops the buffers), in layer order.
+    pub fn named_vars(&self, trainable_only: bool) -> Vec<(String, Var)> {
+        let data = self.varmap.data().lock().expect("the VarMap mutex is never held across a panic");
+        self.param_infos()
+            .into_iter()
+            .filter(|p| p.trainable || !trainable_only)
+            .filter_map(|p| data.get(&p.name).map(|v| (p.name, v.clone())))
+            .collect()
+    }
+
+    /// The underlying candle variable map (shared with the layers).
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// Overwrite the tensor `name` with `value` (same shape; converted to the model's dtype and
+    /// device).
+    pub fn set_param(&self, name: &str, value: &Tensor) -> Result<()> {
+        let var = self.var(name).ok_or_else(|| ModelError::UnknownParameter(name.to_string()))?;
+        if var.dims() != value.dims() {
+            return Err(ModelError::input(
+                name,
+                format!("expected shape {:?}, got {:?}", var.dims(), value.dims()),
+            ));
+        }
+        var.set(&value.to_dtype(self.dtype)?.to_device(&self.device)?)?;
+        Ok(())
+    }
+}
