@@ -22,10 +22,20 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Run a benchmark suite; each prints its table and writes JSON.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// The benchmark suites (`cumulus bench <suite>`).
+#[derive(Debug, Subcommand)]
+enum BenchCommand {}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(&cli.log_level, cli.log_json)?;
-    match cli.command {}
+    match cli.command {
+        Command::Bench(suite) => match suite {},
+    }
 }
