@@ -71,15 +71,25 @@ pub struct Linear {
 
 impl Linear {
     /// Parameters `<name>.weight` and `<name>.bias` with PyTorch's default uniform init.
-    pub fn new(scope: &mut ParamScope<'_>, name: &str, fan_in: usize, fan_out: usize) -> Result<Self> {
+    pub fn new(
+        scope: &mut ParamScope<'_>,
+        name: &str,
+        fan_in: usize,
+        fan_out: usize,
+    ) -> Result<Self> {
         let bound = 1.0 / (fan_in as f64).sqrt();
-        let weight = scope.param(&join(name, "weight"), &[fan_out, fan_in], Init::Uniform(bound))?;
+        let weight = scope.param(
+            &join(name, "weight"),
+            &[fan_out, fan_in],
+            Init::Uniform(bound),
+        )?;
         let bias = scope.param(&join(name, "bias"), &[fan_out], Init::Uniform(bound))?;
         Ok(Self { weight, bias })
     }
 
     pub fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
-        xs.broadcast_matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+        xs.broadcast_matmul(&self.weight.t()?)?
+            .broadcast_add(&self.bias)
     }
 
     /// FLOPs for `rows` input rows.
@@ -111,7 +121,11 @@ impl Conv2d {
         bias: bool,
     ) -> Result<Self> {
         let bound = 1.0 / ((c_in * kernel * kernel) as f64).sqrt();
-        let weight = scope.param(&join(name, "weight"), &[c_out, c_in, kernel, kernel], Init::Uniform(bound))?;
+        let weight = scope.param(
+            &join(name, "weight"),
+            &[c_out, c_in, kernel, kernel],
+            Init::Uniform(bound),
+        )?;
         let bias = if bias {
             Some(scope.param(&join(name, "bias"), &[c_out], Init::Uniform(bound))?)
         } else {
@@ -176,7 +190,11 @@ impl BatchNorm2d {
         Ok(Self {
             weight: scope.param(&join(name, "weight"), &[channels], Init::Const(1.0))?,
             bias: scope.param(&join(name, "bias"), &[channels], Init::Const(0.0))?,
-            running_mean: scope.buffer(&join(name, "running_mean"), &[channels], Init::Const(0.0))?,
+            running_mean: scope.buffer(
+                &join(name, "running_mean"),
+                &[channels],
+                Init::Const(0.0),
+            )?,
             running_var: scope.buffer(&join(name, "running_var"), &[channels], Init::Const(1.0))?,
             eps: 1e-5,
             momentum: 0.1,
@@ -189,10 +207,15 @@ impl BatchNorm2d {
             let count = (n * h * w) as f64;
             let mean = xs.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
             let centered = xs.broadcast_sub(&mean)?;
-            let var = centered.sqr()?.mean_keepdim(0)?.mean_keepdim(2)?.mean_keepdim(3)?;
+            let var = centered
+                .sqr()?
+                .mean_keepdim(0)?
+                .mean_keepdim(2)?
+                .mean_keepdim(3)?;
             let m = self.momentum;
             let unbiased = (var.detach() * (count / (count - 1.0).max(1.0)))?.flatten_all()?;
-            let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?;
+            let rm = ((self.running_mean.as_tensor() * (1.0 - m))?
+                + (mean.detach().flatten_all()? * m)?)?;
             let rv = ((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
             self.running_mean.set(&rm)?;
             self.running_var.set(&rv)?;
@@ -203,7 +226,9 @@ impl BatchNorm2d {
                 self.running_var.as_tensor().reshape((1, c, 1, 1))?,
             )
         };
-        let normed = xs.broadcast_sub(&mean)?.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        let normed = xs
+            .broadcast_sub(&mean)?
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?;
         normed
             .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
             .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)

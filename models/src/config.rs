@@ -25,7 +25,15 @@ pub const MAX_SPARSE_FEATURES: usize = 1 << 24;
 
 /// Every architecture name, in the order `cumulus models list` prints them.
 pub fn architectures() -> &'static [&'static str] {
-    &["logreg", "sparse_logreg", "mlp", "lenet", "resnet", "pmf", "transformer"]
+    &[
+        "logreg",
+        "sparse_logreg",
+        "mlp",
+        "lenet",
+        "resnet",
+        "pmf",
+        "transformer",
+    ]
 }
 
 /// A model's architecture and size.
@@ -173,7 +181,10 @@ fn positive(field: &str, value: usize) -> Result<()> {
 
 fn probability(field: &str, p: f32) -> Result<()> {
     if !(0.0..1.0).contains(&p) {
-        return Err(ModelError::config(field, format!("must be in [0, 1), got {p}")));
+        return Err(ModelError::config(
+            field,
+            format!("must be in [0, 1), got {p}"),
+        ));
     }
     Ok(())
 }
@@ -254,7 +265,10 @@ impl ModelConfig {
                 if c.n_features > MAX_SPARSE_FEATURES {
                     return Err(ModelError::config(
                         "n_features",
-                        format!("at most {MAX_SPARSE_FEATURES} (indices travel as f32), got {}", c.n_features),
+                        format!(
+                            "at most {MAX_SPARSE_FEATURES} (indices travel as f32), got {}",
+                            c.n_features
+                        ),
                     ));
                 }
                 positive("n_outputs", c.n_outputs)?;
@@ -274,21 +288,30 @@ impl ModelConfig {
                 // conv(5, pad 2) -> pool 2 -> conv(5) -> pool 2 must leave at least 1x1.
                 for (field, v) in [("height", c.height), ("width", c.width)] {
                     if v < 12 {
-                        return Err(ModelError::config(field, format!("must be at least 12, got {v}")));
+                        return Err(ModelError::config(
+                            field,
+                            format!("must be at least 12, got {v}"),
+                        ));
                     }
                 }
                 Ok(())
             }
             Self::Resnet(c) => {
                 if c.depth != 18 && c.depth != 34 {
-                    return Err(ModelError::config("depth", format!("must be 18 or 34, got {}", c.depth)));
+                    return Err(ModelError::config(
+                        "depth",
+                        format!("must be 18 or 34, got {}", c.depth),
+                    ));
                 }
                 positive("n_classes", c.n_classes)?;
                 positive("in_channels", c.in_channels)?;
                 if c.image_size < 8 {
                     return Err(ModelError::config(
                         "image_size",
-                        format!("must be at least 8 (three stride-2 stages), got {}", c.image_size),
+                        format!(
+                            "must be at least 8 (three stride-2 stages), got {}",
+                            c.image_size
+                        ),
                     ));
                 }
                 Ok(())
@@ -391,12 +414,27 @@ mod tests {
     #[test]
     fn bad_values_name_their_field() {
         let cases = [
-            (r#"{"arch":"mlp","input_dim":4,"hidden":[3,0],"n_outputs":2}"#, "hidden[1]"),
+            (
+                r#"{"arch":"mlp","input_dim":4,"hidden":[3,0],"n_outputs":2}"#,
+                "hidden[1]",
+            ),
             (r#"{"arch":"resnet","depth":50,"n_classes":10}"#, "depth"),
-            (r#"{"arch":"transformer","vocab_size":9,"max_seq_len":4,"d_model":6,"n_heads":4,"n_layers":1,"d_ff":8,"n_classes":2}"#, "n_heads"),
-            (r#"{"arch":"pmf","n_users":0,"n_items":3,"n_factors":2}"#, "n_users"),
-            (r#"{"arch":"lenet","in_channels":1,"height":8,"width":28,"n_classes":10}"#, "height"),
-            (r#"{"arch":"mlp","input_dim":4,"hidden":[],"n_outputs":2,"dropout":1.5}"#, "dropout"),
+            (
+                r#"{"arch":"transformer","vocab_size":9,"max_seq_len":4,"d_model":6,"n_heads":4,"n_layers":1,"d_ff":8,"n_classes":2}"#,
+                "n_heads",
+            ),
+            (
+                r#"{"arch":"pmf","n_users":0,"n_items":3,"n_factors":2}"#,
+                "n_users",
+            ),
+            (
+                r#"{"arch":"lenet","in_channels":1,"height":8,"width":28,"n_classes":10}"#,
+                "height",
+            ),
+            (
+                r#"{"arch":"mlp","input_dim":4,"hidden":[],"n_outputs":2,"dropout":1.5}"#,
+                "dropout",
+            ),
         ];
         for (json, field) in cases {
             let cfg: ModelConfig = serde_json::from_str(json).expect("well-formed json");

@@ -16,7 +16,9 @@ pub enum ModelError {
     Config { field: String, reason: String },
 
     /// `default_for` or a config file named an architecture this crate does not have.
-    #[error("unknown architecture `{0}` (known: logreg, sparse_logreg, mlp, lenet, resnet, pmf, transformer)")]
+    #[error(
+        "unknown architecture `{0}` (known: logreg, sparse_logreg, mlp, lenet, resnet, pmf, transformer)"
+    )]
     UnknownArchitecture(String),
 
     /// An input does not fit a layer: wrong rank, size, dtype or id range.
@@ -25,7 +27,11 @@ pub enum ModelError {
 
     /// A layer range outside the model or reversed.
     #[error("bad layer range [{first}, {last}] for a model with {len} layers")]
-    LayerRange { first: usize, last: usize, len: usize },
+    LayerRange {
+        first: usize,
+        last: usize,
+        len: usize,
+    },
 
     /// A checkpoint (safetensors) file that cannot be used, naming the file and the tensor
     /// (`tensor` is `None` only when the file header itself is unreadable).

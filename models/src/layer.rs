@@ -40,7 +40,10 @@ pub struct ParamInfo {
     pub trainable: bool,
 }
 
-fn serialize_dtype<S: serde::Serializer>(dtype: &DType, s: S) -> std::result::Result<S::Ok, S::Error> {
+fn serialize_dtype<S: serde::Serializer>(
+    dtype: &DType,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_str(dtype.as_str())
 }
 
@@ -96,7 +99,11 @@ impl LayerInfo {
             index,
             name: layer.name().to_string(),
             kind: layer.kind().to_string(),
-            param_count: params.iter().filter(|p| p.trainable).map(ParamInfo::numel).sum(),
+            param_count: params
+                .iter()
+                .filter(|p| p.trainable)
+                .map(ParamInfo::numel)
+                .sum(),
             param_bytes: params.iter().map(ParamInfo::bytes).sum(),
             params,
             input_shape: input_shape.to_vec(),
@@ -162,7 +169,13 @@ impl ParamBuilder {
         self.varmap
     }
 
-    fn create(&mut self, name: String, shape: &[usize], init: Init, trainable: bool) -> Result<Tensor> {
+    fn create(
+        &mut self,
+        name: String,
+        shape: &[usize],
+        init: Init,
+        trainable: bool,
+    ) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let values: Vec<f64> = match init {
             Init::Const(v) => vec![v; n],
@@ -182,11 +195,9 @@ impl ParamBuilder {
             .to_device(&self.device)?;
         let var = Var::from_tensor(&tensor)?;
         let out = var.as_tensor().clone();
-        let mut data = self
-            .varmap
-            .data()
-            .lock()
-            .expect("the VarMap mutex is only held inside this builder, which never panics with it");
+        let mut data = self.varmap.data().lock().expect(
+            "the VarMap mutex is only held inside this builder, which never panics with it",
+        );
         if data.insert(name.clone(), var).is_some() {
             return Err(ModelError::config(name, "parameter name used twice"));
         }
@@ -218,12 +229,9 @@ impl ParamScope<'_> {
     pub fn buffer(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Var> {
         let full = format!("{}.{name}", self.prefix);
         self.builder.create(full.clone(), shape, init, false)?;
-        let data = self
-            .builder
-            .varmap
-            .data()
-            .lock()
-            .expect("the VarMap mutex is only held inside this builder, which never panics with it");
+        let data = self.builder.varmap.data().lock().expect(
+            "the VarMap mutex is only held inside this builder, which never panics with it",
+        );
         Ok(data
             .get(&full)
             .expect("the buffer was inserted just above")
@@ -261,7 +269,13 @@ pub(crate) fn expect_rank(layer: &str, input: &[usize], rank: usize, what: &str)
 }
 
 /// Check that dimension `dim` of `input` equals `expected`.
-pub(crate) fn expect_dim(layer: &str, input: &[usize], dim: usize, expected: usize, what: &str) -> Result<()> {
+pub(crate) fn expect_dim(
+    layer: &str,
+    input: &[usize],
+    dim: usize,
+    expected: usize,
+    what: &str,
+) -> Result<()> {
     if input.get(dim) != Some(&expected) {
         return Err(ModelError::input(
             layer,

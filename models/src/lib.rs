@@ -23,11 +23,17 @@ pub mod blocks;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod folder;
 pub mod layer;
+pub mod loss;
 pub mod model;
+pub mod optim;
+pub mod train;
 pub mod zoo;
 
 pub use config::{ModelConfig, TensorSpec, architectures};
 pub use error::{ModelError, Result};
 pub use layer::{Layer, LayerInfo, ParamInfo};
+pub use loss::Loss;
 pub use model::Model;
+pub use optim::{Optimize, OptimizerConfig};

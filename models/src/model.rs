@@ -39,7 +39,10 @@ impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Model")
             .field("config", &self.config)
-            .field("layers", &self.layers.iter().map(|l| l.name()).collect::<Vec<_>>())
+            .field(
+                "layers",
+                &self.layers.iter().map(|l| l.name()).collect::<Vec<_>>(),
+            )
             .field("dtype", &self.dtype)
             .finish()
     }
@@ -57,10 +60,18 @@ impl Model {
     }
 
     /// A model of float type `dtype` (F64 is what the finite-difference tests use).
-    pub fn with_options(config: &ModelConfig, device: &Device, seed: u64, dtype: DType) -> Result<Self> {
+    pub fn with_options(
+        config: &ModelConfig,
+        device: &Device,
+        seed: u64,
+        dtype: DType,
+    ) -> Result<Self> {
         config.validate()?;
         if !dtype.is_float() {
-            return Err(ModelError::config("dtype", format!("must be a float type, got {dtype:?}")));
+            return Err(ModelError::config(
+                "dtype",
+                format!("must be a float type, got {dtype:?}"),
+            ));
         }
         let mut pb = ParamBuilder::new(device, dtype, seed);
         let layers = zoo::build(config, &mut pb)?;
@@ -100,7 +111,13 @@ impl Model {
 
     /// Layers `first ..= last` only: `xs` is the model input when `first == 0`, otherwise the
     /// output of layer `first - 1`.
-    pub fn forward_range(&self, first: usize, last: usize, xs: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward_range(
+        &self,
+        first: usize,
+        last: usize,
+        xs: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
         if first > last || last >= self.layers.len() {
             return Err(ModelError::LayerRange {
                 first,
@@ -139,12 +156,19 @@ impl Model {
 
     /// Every tensor (parameters and buffers) in layer order.
     pub fn param_infos(&self) -> Vec<ParamInfo> {
-        self.layers.iter().flat_map(|l| l.params().iter().cloned()).collect()
+        self.layers
+            .iter()
+            .flat_map(|l| l.params().iter().cloned())
+            .collect()
     }
 
     /// Number of trainable parameters (BatchNorm running statistics excluded).
     pub fn total_params(&self) -> usize {
-        self.param_infos().iter().filter(|p| p.trainable).map(ParamInfo::numel).sum()
+        self.param_infos()
+            .iter()
+            .filter(|p| p.trainable)
+            .map(ParamInfo::numel)
+            .sum()
     }
 
     /// The variable named `name` (parameter or buffer).
@@ -164,7 +188,11 @@ impl Model {
 
     /// `(name, variable)` for every tensor (`trainable_only` drops the buffers), in layer order.
     pub fn named_vars(&self, trainable_only: bool) -> Vec<(String, Var)> {
-        let data = self.varmap.data().lock().expect("the VarMap mutex is never held across a panic");
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .expect("the VarMap mutex is never held across a panic");
         self.param_infos()
             .into_iter()
             .filter(|p| p.trainable || !trainable_only)
@@ -180,7 +208,9 @@ impl Model {
     /// Overwrite the tensor `name` with `value` (same shape; converted to the model's dtype and
     /// device).
     pub fn set_param(&self, name: &str, value: &Tensor) -> Result<()> {
-        let var = self.var(name).ok_or_else(|| ModelError::UnknownParameter(name.to_string()))?;
+        let var = self
+            .var(name)
+            .ok_or_else(|| ModelError::UnknownParameter(name.to_string()))?;
         if var.dims() != value.dims() {
             return Err(ModelError::input(
                 name,

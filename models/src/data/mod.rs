@@ -2,7 +2,37 @@
 //! MNIST-like images, all loaded into one in-memory [`Dataset`].
 //!
 //! Every reader validates what it reads; a malformed file is refused with a [`DataError`] that names
-//! the file, the line and the reason.
+//! the file, the line and the reason. Every text reader streams line by line, reads `.gz` files
+//! transparently (by the `.gz` extension) and refuses files past its [`ReadLimits`].
+//!
+//! | module | format | features |
+//! |---|---|---|
+//! | [`digits`] | scikit-learn's 8x8 digits, embedded in the crate | dense `[64]`, scaled to [0, 1] |
+//! | [`csv`] | dense CSV, optional header, label column by index or name | dense |
+//!
+//! ```
+//! use candle_core::Device;
+//! use cumulus_models::data::digits;
+//!
+//! let ds = digits::load().unwrap();
+//! let (train, test) = ds.train_test_split(0.2, 42).unwrap();
+//! assert_eq!(train.len() + test.len(), 1797);
+//! let (x, y) = test.dense_tensors(&Device::Cpu).unwrap();
+//! assert_eq!(x.dims(), &[test.len(), 64]);
+//! assert_eq!(y.dims(), &[test.len()]);
+//! ```
+
+pub mod csv;
+pub mod digits;
+mod error;
+mod labels;
+mod source;
+mod split;
+mod tensors;
+
+pub use error::DataError;
+pub use labels::{LabelEncoder, LabelEncoding};
+pub use source::{LineReader, ReadLimits, open_path, parse_number, split_fields};
 
 /// Feature storage of a dataset.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,4 +63,60 @@ pub struct Dataset {
     pub labels: Vec<f32>,
     /// Shape of one example's features, e.g. `[64]`, or `[1, 8, 8]` for 8x8 grey images.
     pub example_shape: Vec<usize>,
+}
+
+impl Features {
+    /// Number of rows (examples).
+    pub fn len(&self) -> usize {
+        match self {
+            Features::Dense { values, n_features } => {
+                values.len().checked_div(*n_features).unwrap_or(0)
+            }
+            Features::Sparse { rows, .. } => rows.len(),
+            Features::Ratings { users, .. } => users.len(),
+        }
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Features per example; for ratings, 2 (the user and the item id).
+    pub fn n_features(&self) -> usize {
+        match self {
+            Features::Dense { n_features, .. } | Features::Sparse { n_features, .. } => *n_features,
+            Features::Ratings { .. } => 2,
+        }
+    }
+}
+
+impl Dataset {
+    /// Number of rows (examples).
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when the dataset has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Features per example (see [`Features::n_features`]).
+    pub fn n_features(&self) -> usize {
+        self.features.n_features()
+    }
+
+    /// Number of classes, `max label + 1`, when every label is a non-negative integer; `None` for
+    /// real-valued labels (regression) and for an empty dataset.
+    pub fn n_classes(&self) -> Option<usize> {
+        let mut max = None::<f32>;
+        for &l in &self.labels {
+            if l < 0.0 || l.fract() != 0.0 || l > u32::MAX as f32 {
+                return None;
+            }
+            max = Some(max.map_or(l, |m| m.max(l)));
+        }
+        max.map(|m| m as usize + 1)
+    }
 }

@@ -29,7 +29,13 @@ pub struct ConvPool {
 }
 
 impl ConvPool {
-    pub fn new(pb: &mut ParamBuilder, name: &str, c_in: usize, c_out: usize, padding: usize) -> Result<Self> {
+    pub fn new(
+        pb: &mut ParamBuilder,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+        padding: usize,
+    ) -> Result<Self> {
         let mut scope = pb.scope(name);
         let conv = Conv2d::new(&mut scope, "", c_in, c_out, 5, padding, 1, true)?;
         Ok(Self {
@@ -62,7 +68,10 @@ impl Layer for ConvPool {
             (Some(h), Some(w)) => Ok(vec![input[0], self.conv.out_channels(), h, w]),
             _ => Err(ModelError::input(
                 &self.name,
-                format!("image {}x{} too small for a 5x5 convolution and 2x2 pooling", input[2], input[3]),
+                format!(
+                    "image {}x{} too small for a 5x5 convolution and 2x2 pooling",
+                    input[2], input[3]
+                ),
             )),
         }
     }
@@ -119,7 +128,10 @@ impl Layer for FlattenLinear {
         if input.len() < 2 || features != self.fan_in {
             return Err(ModelError::input(
                 &self.name,
-                format!("expected [batch, ...] with {} features per example, got {input:?}", self.fan_in),
+                format!(
+                    "expected [batch, ...] with {} features per example, got {input:?}",
+                    self.fan_in
+                ),
             ));
         }
         Ok(vec![input[0], self.fan_out])
@@ -143,7 +155,21 @@ pub fn build(cfg: &LenetConfig, pb: &mut ParamBuilder) -> Result<Vec<Box<dyn Lay
         Box::new(ConvPool::new(pb, "layers.0", cfg.in_channels, 6, 2)?),
         Box::new(ConvPool::new(pb, "layers.1", 6, 16, 0)?),
         Box::new(FlattenLinear::new(pb, "layers.2", 16 * h * w, 120)?),
-        Box::new(DenseLayer::new(pb, "layers.3", 120, 84, Some(Activation::Relu), 0.0)?),
-        Box::new(DenseLayer::new(pb, "layers.4", 84, cfg.n_classes, None, 0.0)?),
+        Box::new(DenseLayer::new(
+            pb,
+            "layers.3",
+            120,
+            84,
+            Some(Activation::Relu),
+            0.0,
+        )?),
+        Box::new(DenseLayer::new(
+            pb,
+            "layers.4",
+            84,
+            cfg.n_classes,
+            None,
+            0.0,
+        )?),
     ])
 }

@@ -30,8 +30,16 @@ pub fn build_dense(cfg: &LogregConfig, pb: &mut ParamBuilder) -> Result<Vec<Box<
 }
 
 /// Layers of the sparse logistic regression.
-pub fn build_sparse(cfg: &SparseLogregConfig, pb: &mut ParamBuilder) -> Result<Vec<Box<dyn Layer>>> {
-    Ok(vec![Box::new(SparseLinear::new(pb, "layers.0", cfg.n_features, cfg.n_outputs)?)])
+pub fn build_sparse(
+    cfg: &SparseLogregConfig,
+    pb: &mut ParamBuilder,
+) -> Result<Vec<Box<dyn Layer>>> {
+    Ok(vec![Box::new(SparseLinear::new(
+        pb,
+        "layers.0",
+        cfg.n_features,
+        cfg.n_outputs,
+    )?)])
 }
 
 /// `y[b] = sum_j value[b, j] * weight[index[b, j]] + bias` with `weight` `[n_features, n_outputs]`.
@@ -45,7 +53,12 @@ pub struct SparseLinear {
 }
 
 impl SparseLinear {
-    pub fn new(pb: &mut ParamBuilder, name: &str, n_features: usize, n_outputs: usize) -> Result<Self> {
+    pub fn new(
+        pb: &mut ParamBuilder,
+        name: &str,
+        n_features: usize,
+        n_outputs: usize,
+    ) -> Result<Self> {
         let mut scope = pb.scope(name);
         // Zero start, as is usual for (sparse) logistic regression: the loss is convex.
         let weight = scope.param("weight", &[n_features, n_outputs], Init::Const(0.0))?;
@@ -75,7 +88,12 @@ impl Layer for SparseLinear {
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        expect_rank(&self.name, input, 3, "[batch, pairs, 2] (index, value) pairs")?;
+        expect_rank(
+            &self.name,
+            input,
+            3,
+            "[batch, pairs, 2] (index, value) pairs",
+        )?;
         expect_dim(&self.name, input, 2, 2, "(index, value) pair size")?;
         Ok(vec![input[0], self.n_outputs])
     }
@@ -92,7 +110,11 @@ impl Layer for SparseLinear {
         let min = if index.elem_count() == 0 {
             0.0
         } else {
-            index.flatten_all()?.min(0)?.to_dtype(DType::F64)?.to_scalar::<f64>()?
+            index
+                .flatten_all()?
+                .min(0)?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?
         };
         if min < 0.0 {
             candle_core::bail!("{}: feature index {min} is negative", self.name)
@@ -117,4 +139,3 @@ impl Layer for SparseLinear {
         summed.broadcast_add(&self.bias)
     }
 }
-

@@ -50,7 +50,11 @@ impl Layer for DenseLayer {
     }
 
     fn kind(&self) -> &'static str {
-        if self.activation.is_some() { "linear_activation" } else { "linear" }
+        if self.activation.is_some() {
+            "linear_activation"
+        } else {
+            "linear"
+        }
     }
 
     fn params(&self) -> &[ParamInfo] {
@@ -65,7 +69,11 @@ impl Layer for DenseLayer {
 
     fn flops(&self, input: &[usize]) -> u64 {
         let rows = input.first().copied().unwrap_or(0);
-        let act = if self.activation.is_some() { rows * self.fan_out } else { 0 };
+        let act = if self.activation.is_some() {
+            rows * self.fan_out
+        } else {
+            0
+        };
         self.fc.flops(rows) + act as u64
     }
 
@@ -95,6 +103,13 @@ pub fn build(cfg: &MlpConfig, pb: &mut ParamBuilder) -> Result<Vec<Box<dyn Layer
         fan_in = width;
     }
     let name = format!("layers.{}", cfg.hidden.len());
-    layers.push(Box::new(DenseLayer::new(pb, &name, fan_in, cfg.n_outputs, None, 0.0)?));
+    layers.push(Box::new(DenseLayer::new(
+        pb,
+        &name,
+        fan_in,
+        cfg.n_outputs,
+        None,
+        0.0,
+    )?));
     Ok(layers)
 }

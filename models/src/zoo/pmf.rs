@@ -28,8 +28,16 @@ pub struct MatrixFactorization {
 impl MatrixFactorization {
     pub fn new(pb: &mut ParamBuilder, name: &str, cfg: &PmfConfig) -> Result<Self> {
         let mut scope = pb.scope(name);
-        let user_factors = scope.param("user_factors", &[cfg.n_users, cfg.n_factors], Init::Normal(0.1))?;
-        let item_factors = scope.param("item_factors", &[cfg.n_items, cfg.n_factors], Init::Normal(0.1))?;
+        let user_factors = scope.param(
+            "user_factors",
+            &[cfg.n_users, cfg.n_factors],
+            Init::Normal(0.1),
+        )?;
+        let item_factors = scope.param(
+            "item_factors",
+            &[cfg.n_items, cfg.n_factors],
+            Init::Normal(0.1),
+        )?;
         let user_bias = scope.param("user_bias", &[cfg.n_users], Init::Const(0.0))?;
         let item_bias = scope.param("item_bias", &[cfg.n_items], Init::Const(0.0))?;
         let global_bias = scope.param("global_bias", &[1], Init::Const(0.0))?;
@@ -75,11 +83,17 @@ impl Layer for MatrixFactorization {
         let ids = xs.to_dtype(DType::U32)?;
         let users = ids.narrow(1, 0, 1)?.squeeze(1)?;
         let items = ids.narrow(1, 1, 1)?.squeeze(1)?;
-        for (what, t, n) in [("user", &users, self.n_users), ("item", &items, self.n_items)] {
+        for (what, t, n) in [
+            ("user", &users, self.n_users),
+            ("item", &items, self.n_items),
+        ] {
             if let Some(max) = max_id(t)?
                 && max as usize >= n
             {
-                candle_core::bail!("{}: {what} id {max} out of range (model has {n})", self.name)
+                candle_core::bail!(
+                    "{}: {what} id {max} out of range (model has {n})",
+                    self.name
+                )
             }
         }
         let p = gather_rows(&self.user_factors, &users)?;
@@ -93,5 +107,7 @@ impl Layer for MatrixFactorization {
 
 /// The factorization's single layer.
 pub fn build(cfg: &PmfConfig, pb: &mut ParamBuilder) -> Result<Vec<Box<dyn Layer>>> {
-    Ok(vec![Box::new(MatrixFactorization::new(pb, "layers.0", cfg)?)])
+    Ok(vec![Box::new(MatrixFactorization::new(
+        pb, "layers.0", cfg,
+    )?)])
 }

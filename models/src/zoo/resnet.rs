@@ -90,14 +90,29 @@ pub struct BasicBlock {
 }
 
 impl BasicBlock {
-    pub fn new(pb: &mut ParamBuilder, name: &str, c_in: usize, c_out: usize, stride: usize) -> Result<Self> {
+    pub fn new(
+        pb: &mut ParamBuilder,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+        stride: usize,
+    ) -> Result<Self> {
         let mut scope = pb.scope(name);
         let conv1 = Conv2d::new(&mut scope, "conv1", c_in, c_out, 3, 1, stride, false)?;
         let bn1 = BatchNorm2d::new(&mut scope, "bn1", c_out)?;
         let conv2 = Conv2d::new(&mut scope, "conv2", c_out, c_out, 3, 1, 1, false)?;
         let bn2 = BatchNorm2d::new(&mut scope, "bn2", c_out)?;
         let shortcut = if stride != 1 || c_in != c_out {
-            let conv = Conv2d::new(&mut scope, "shortcut.conv", c_in, c_out, 1, 0, stride, false)?;
+            let conv = Conv2d::new(
+                &mut scope,
+                "shortcut.conv",
+                c_in,
+                c_out,
+                1,
+                0,
+                stride,
+                false,
+            )?;
             let bn = BatchNorm2d::new(&mut scope, "shortcut.bn", c_out)?;
             Some((conv, bn))
         } else {
@@ -133,19 +148,32 @@ impl Layer for BasicBlock {
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         check_image(&self.name, input, self.in_channels)?;
         let side = |s: usize| (s - 1) / self.stride + 1;
-        Ok(vec![input[0], self.conv1.out_channels(), side(input[2]), side(input[3])])
+        Ok(vec![
+            input[0],
+            self.conv1.out_channels(),
+            side(input[2]),
+            side(input[3]),
+        ])
     }
 
     fn flops(&self, input: &[usize]) -> u64 {
-        let Ok(out) = self.output_shape(input) else { return 0 };
+        let Ok(out) = self.output_shape(input) else {
+            return 0;
+        };
         let mid_flops = self.conv1.flops(input) + self.conv2.flops(&out);
-        let short = self.shortcut.as_ref().map_or(0, |(c, _)| c.flops(input) + bn_flops(&out));
+        let short = self
+            .shortcut
+            .as_ref()
+            .map_or(0, |(c, _)| c.flops(input) + bn_flops(&out));
         let elementwise = 3 * out.iter().product::<usize>() as u64; // two ReLUs and the sum
         mid_flops + 2 * bn_flops(&out) + short + elementwise
     }
 
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let ys = self.bn1.forward_t(&self.conv1.forward(xs)?, train)?.relu()?;
+        let ys = self
+            .bn1
+            .forward_t(&self.conv1.forward(xs)?, train)?
+            .relu()?;
         let ys = self.bn2.forward_t(&self.conv2.forward(&ys)?, train)?;
         let short = match &self.shortcut {
             Some((conv, bn)) => bn.forward_t(&conv.forward(xs)?, train)?,
@@ -165,7 +193,12 @@ pub struct Head {
 }
 
 impl Head {
-    pub fn new(pb: &mut ParamBuilder, name: &str, channels: usize, n_classes: usize) -> Result<Self> {
+    pub fn new(
+        pb: &mut ParamBuilder,
+        name: &str,
+        channels: usize,
+        n_classes: usize,
+    ) -> Result<Self> {
         let mut scope = pb.scope(name);
         let fc = Linear::new(&mut scope, "fc", channels, n_classes)?;
         Ok(Self {
@@ -194,7 +227,10 @@ impl Layer for Head {
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
         check_image(&self.name, input, self.channels)?;
         if input[2] == 0 || input[3] == 0 {
-            return Err(ModelError::input(&self.name, format!("empty feature map {input:?}")));
+            return Err(ModelError::input(
+                &self.name,
+                format!("empty feature map {input:?}"),
+            ));
         }
         Ok(vec![input[0], self.n_classes])
     }
@@ -213,9 +249,15 @@ pub fn build(cfg: &ResnetConfig, pb: &mut ParamBuilder) -> Result<Vec<Box<dyn La
     let blocks: [usize; 4] = match cfg.depth {
         18 => [2, 2, 2, 2],
         34 => [3, 4, 6, 3],
-        other => return Err(ModelError::config("depth", format!("must be 18 or 34, got {other}"))),
+        other => {
+            return Err(ModelError::config(
+                "depth",
+                format!("must be 18 or 34, got {other}"),
+            ));
+        }
     };
-    let mut layers: Vec<Box<dyn Layer>> = vec![Box::new(Stem::new(pb, "layers.0", cfg.in_channels, 64)?)];
+    let mut layers: Vec<Box<dyn Layer>> =
+        vec![Box::new(Stem::new(pb, "layers.0", cfg.in_channels, 64)?)];
     let mut c_in = 64;
     for (stage, &count) in blocks.iter().enumerate() {
         let c_out = 64 << stage;

@@ -11,7 +11,7 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::blocks::{Linear, LayerNorm, dropout, gather_rows, max_id, softmax_last_dim};
+use crate::blocks::{LayerNorm, Linear, dropout, gather_rows, max_id, softmax_last_dim};
 use crate::config::TransformerConfig;
 use crate::error::{ModelError, Result};
 use crate::layer::{Init, Layer, ParamBuilder, ParamInfo, expect_dim, expect_rank};
@@ -31,8 +31,16 @@ pub struct Embedding {
 impl Embedding {
     pub fn new(pb: &mut ParamBuilder, name: &str, cfg: &TransformerConfig) -> Result<Self> {
         let mut scope = pb.scope(name);
-        let tok = scope.param("tok_emb.weight", &[cfg.vocab_size, cfg.d_model], Init::Normal(0.02))?;
-        let pos = scope.param("pos_emb.weight", &[cfg.max_seq_len, cfg.d_model], Init::Normal(0.02))?;
+        let tok = scope.param(
+            "tok_emb.weight",
+            &[cfg.vocab_size, cfg.d_model],
+            Init::Normal(0.02),
+        )?;
+        let pos = scope.param(
+            "pos_emb.weight",
+            &[cfg.max_seq_len, cfg.d_model],
+            Init::Normal(0.02),
+        )?;
         Ok(Self {
             name: name.to_string(),
             params: scope.finish(),
@@ -64,7 +72,10 @@ impl Layer for Embedding {
         if input[1] == 0 || input[1] > self.max_seq_len {
             return Err(ModelError::input(
                 &self.name,
-                format!("sequence length {} not in 1..={}", input[1], self.max_seq_len),
+                format!(
+                    "sequence length {} not in 1..={}",
+                    input[1], self.max_seq_len
+                ),
             ));
         }
         Ok(vec![input[0], input[1], self.d_model])
@@ -77,13 +88,21 @@ impl Layer for Embedding {
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let (_, seq) = xs.dims2()?;
         if seq > self.max_seq_len {
-            candle_core::bail!("{}: sequence length {seq} exceeds max_seq_len {}", self.name, self.max_seq_len)
+            candle_core::bail!(
+                "{}: sequence length {seq} exceeds max_seq_len {}",
+                self.name,
+                self.max_seq_len
+            )
         }
         let ids = xs.to_dtype(DType::U32)?;
         if let Some(max) = max_id(&ids)?
             && max as usize >= self.vocab_size
         {
-            candle_core::bail!("{}: token id {max} out of range (vocab_size {})", self.name, self.vocab_size)
+            candle_core::bail!(
+                "{}: token id {max} out of range (vocab_size {})",
+                self.name,
+                self.vocab_size
+            )
         }
         let tok = gather_rows(&self.tok, &ids)?;
         let ys = tok.broadcast_add(&self.pos.narrow(0, 0, seq)?)?;
@@ -142,7 +161,11 @@ impl Block {
     fn attention(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
         let (b, s, d) = xs.dims3()?;
         let dh = d / self.n_heads;
-        let heads = |t: Tensor| t.reshape((b, s, self.n_heads, dh))?.transpose(1, 2)?.contiguous();
+        let heads = |t: Tensor| {
+            t.reshape((b, s, self.n_heads, dh))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
         let q = heads(self.q.forward(xs)?)?;
         let k = heads(self.k.forward(xs)?)?;
         let v = heads(self.v.forward(xs)?)?;
@@ -181,7 +204,11 @@ impl Layer for Block {
     }
 
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let attn = dropout(&self.attention(&self.ln1.forward(xs)?)?, self.dropout, train)?;
+        let attn = dropout(
+            &self.attention(&self.ln1.forward(xs)?)?,
+            self.dropout,
+            train,
+        )?;
         let xs = (xs + attn)?;
         let hidden = self.fc1.forward(&self.ln2.forward(&xs)?)?.gelu_erf()?;
         let mlp = dropout(&self.fc2.forward(&hidden)?, self.dropout, train)?;
@@ -235,7 +262,8 @@ impl Layer for PoolClassifier {
     }
 
     fn flops(&self, input: &[usize]) -> u64 {
-        10 * input.iter().product::<usize>() as u64 + self.fc.flops(input.first().copied().unwrap_or(0))
+        10 * input.iter().product::<usize>() as u64
+            + self.fc.flops(input.first().copied().unwrap_or(0))
     }
 
     fn forward_t(&self, xs: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
