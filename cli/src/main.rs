@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod models;
 mod telemetry;
 
 /// Cumulus: serverless training and serving of ML models.
@@ -23,6 +24,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Work with the model zoo and model folders.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// Run a benchmark suite; each prints its table and writes JSON.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -36,6 +40,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(&cli.log_level, cli.log_json)?;
     match cli.command {
+        Command::Models(command) => models::run(command),
         Command::Bench(suite) => match suite {},
     }
 }
