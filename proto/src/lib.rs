@@ -5,6 +5,7 @@
 //!
 //! - [`inference`]: the KServe Open Inference Protocol V2 (`GRPCInferenceService`), spoken by the
 //!   inference gateway and by `tritonclient`.
+//! - [`paramstore::v1`]: the sharded parameter store (`paramstore.v1.ParamStore`).
 //!
 //! ```
 //! use cumulus_proto::inference::ServerLiveRequest;
@@ -15,6 +16,16 @@
 pub mod inference {
     #![allow(missing_docs, clippy::all, unused_qualifications)]
     tonic::include_proto!("inference");
+}
+
+/// The parameter store protocol (package `paramstore.v1`).
+pub mod paramstore {
+    #![allow(missing_docs, clippy::all, unused_qualifications)]
+    /// Version 1 of the parameter store protocol.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, unused_qualifications)]
+        tonic::include_proto!("paramstore.v1");
+    }
 }
 
 /// The encoded `FileDescriptorSet` of every proto file, for gRPC server reflection.

@@ -1,0 +1,1 @@
+//! Benchmark of the parameter store against Redis (placeholder while it is written).

@@ -1,0 +1,677 @@
+//! [`ParamStoreClient`]: the routing client workers use. It knows every shard, checks at connect
+//! that shard `i` of the list says it is shard `i` of `n`, sends each shard only the chunks it owns,
+//! fans requests out concurrently, and retries transport failures with exponential backoff. A push
+//! is validated against the layout before anything is sent, so bad input never reaches a shard
+//! in part; each shard applies its part atomically and deduplicates retries by (worker, seq).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), cumulus_param_store::StoreError> {
+//! use cumulus_param_store::client::{sparse, ClientConfig, ParamStoreClient};
+//! let client = ParamStoreClient::connect(&["127.0.0.1:7000".into()], ClientConfig::default()).await?;
+//! client.push("job", 0, 1, 1, vec![sparse("w", vec![3], vec![0.5])]).await?;
+//! let (changed, _since) = client.pull_changed("job", &client.no_versions(), None).await?;
+//! # let _ = changed; Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use cumulus_proto::paramstore::v1 as pb;
+use futures::future::try_join_all;
+use pb::param_store_client::ParamStoreClient as Raw;
+use prost::Message;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Result, StoreError};
+use crate::layout::{JobLayout, chunk_owner};
+
+/// Retry and size settings of the client.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// First backoff after a transport failure.
+    pub initial_backoff: Duration,
+    /// Longest backoff.
+    pub max_backoff: Duration,
+    /// Give up on a shard after retrying this long.
+    pub retry_for: Duration,
+    /// Timeout of one connection attempt.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_secs(1),
+            retry_for: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One tensor's part of a push: sparse (indices + values) or dense (a run from `dense_start`).
+pub type SparseUpdate = pb::TensorUpdate;
+
+/// A sparse update of `tensor`: `values[k]` is added at flat index `indices[k]`.
+pub fn sparse(tensor: &str, indices: Vec<u64>, values: Vec<f32>) -> SparseUpdate {
+    SparseUpdate {
+        tensor: tensor.to_owned(),
+        indices,
+        values,
+        dense_start: None,
+    }
+}
+
+/// A dense update of `values.len()` elements of `tensor` from `start`.
+pub fn dense(tensor: &str, start: u64, values: Vec<f32>) -> SparseUpdate {
+    SparseUpdate {
+        tensor: tensor.to_owned(),
+        indices: Vec::new(),
+        values,
+        dense_start: Some(start),
+    }
+}
+
+/// Entries of one tensor that changed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChangedTensor {
+    /// Tensor name.
+    pub tensor: String,
+    /// Flat indices (ascending within each chunk).
+    pub indices: Vec<u64>,
+    /// Current values.
+    pub values: Vec<f32>,
+}
+
+/// The version of each shard a caller is up to date with (see [`ParamStoreClient::pull_changed`]).
+pub type Versions = Vec<u64>;
+
+/// Clock to wait for in a pull: the puller and the clock it pulls for.
+#[derive(Debug, Clone, Copy)]
+pub struct PullClock {
+    /// Worker id.
+    pub worker: u32,
+    /// Clock the worker is about to run.
+    pub clock: u64,
+}
+
+#[derive(Debug)]
+struct Routing {
+    layout: JobLayout,
+    /// Owner shard of each chunk of each tensor.
+    owners: Vec<Vec<u32>>,
+}
+
+#[derive(Debug)]
+struct ShardConn {
+    addr: String,
+    raw: Raw<Channel>,
+    max_message_bytes: usize,
+}
+
+/// Client of every shard of one parameter store.
+#[derive(Debug, Clone)]
+pub struct ParamStoreClient {
+    shards: Arc<Vec<ShardConn>>,
+    config: ClientConfig,
+    routes: Arc<RwLock<HashMap<String, Arc<Routing>>>>,
+}
+
+fn is_retryable(code: tonic::Code) -> bool {
+    matches!(
+        code,
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+            | tonic::Code::ResourceExhausted
+    )
+}
+
+impl ParamStoreClient {
+    /// Connects to shards `addrs[0..n]` (`host:port` or `http://host:port`) and checks that each
+    /// says it is shard `i` of `n`.
+    pub async fn connect(addrs: &[String], config: ClientConfig) -> Result<Self> {
+        if addrs.is_empty() {
+            return Err(StoreError::invalid("at least one shard address is needed"));
+        }
+        let mut shards = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            let uri = if addr.contains("://") {
+                addr.clone()
+            } else {
+                format!("http://{addr}")
+            };
+            let endpoint = Endpoint::from_shared(uri)
+                .map_err(|e| StoreError::invalid(format!("shard address '{addr}': {e}")))?
+                .connect_timeout(config.connect_timeout)
+                .tcp_nodelay(true)
+                .http2_adaptive_window(true);
+            let raw = Raw::new(endpoint.connect_lazy())
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX);
+            shards.push(ShardConn {
+                addr: addr.clone(),
+                raw,
+                max_message_bytes: usize::MAX,
+            });
+        }
+        let mut client = Self {
+            shards: Arc::new(shards),
+            config,
+            routes: Arc::default(),
+        };
+        let stats = client.stats().await?;
+        let n = addrs.len();
+        let mut shards = Vec::with_capacity(n);
+        let old = Arc::try_unwrap(client.shards)
+            .map_err(|_| StoreError::invalid("client shared during connect"))?;
+        for (i, (mut conn, s)) in old.into_iter().zip(&stats).enumerate() {
+            if s.shard_index as usize != i || s.shard_count as usize != n {
+                return Err(StoreError::ShardMismatch(format!(
+                    "address #{i} ({}) is shard {}/{}, expected {i}/{n}",
+                    conn.addr, s.shard_index, s.shard_count
+                )));
+            }
+            conn.max_message_bytes = usize::try_from(s.max_message_bytes).unwrap_or(usize::MAX);
+            shards.push(conn);
+        }
+        client.shards = Arc::new(shards);
+        Ok(client)
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// A version vector that asks for everything.
+    pub fn no_versions(&self) -> Versions {
+        vec![0; self.shards.len()]
+    }
+
+    /// Calls shard `i`, retrying retryable failures with backoff for up to `retry_for`.
+    async fn call<T, F, Fut>(&self, i: usize, mut f: F) -> Result<T>
+    where
+        F: FnMut(Raw<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let conn = self
+            .shards
+            .get(i)
+            .ok_or_else(|| StoreError::invalid(format!("no shard {i}")))?;
+        let start = Instant::now();
+        let mut backoff = self.config.initial_backoff;
+        loop {
+            match f(conn.raw.clone()).await {
+                Ok(v) => return Ok(v),
+                Err(status) if is_retryable(status.code()) => {
+                    if start.elapsed() + backoff > self.config.retry_for {
+                        return Err(StoreError::ShardUnavailable {
+                            shard: i,
+                            addr: conn.addr.clone(),
+                            reason: status.message().to_owned(),
+                        });
+                    }
+                    tracing::debug!(shard = i, code = ?status.code(), "retrying after {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.config.max_backoff);
+                }
+                Err(status) => return Err(StoreError::Remote { shard: i, status }),
+            }
+        }
+    }
+
+    /// Calls every shard concurrently.
+    async fn all<T, F, Fut>(&self, f: F) -> Result<Vec<T>>
+    where
+        F: Fn(usize, Raw<Channel>) -> Fut + Clone,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        try_join_all((0..self.shards.len()).map(|i| {
+            let f = f.clone();
+            self.call(i, move |raw| f(i, raw))
+        }))
+        .await
+    }
+
+    /// Identity and counters of every shard.
+    pub async fn stats(&self) -> Result<Vec<pb::StatsResponse>> {
+        self.all(|_, mut raw| async move { Ok(raw.stats(pb::StatsRequest {}).await?.into_inner()) })
+            .await
+    }
+
+    /// Registers a job on every shard; true when any shard created it.
+    pub async fn register(&self, req: pb::RegisterRequest) -> Result<bool> {
+        let layout = JobLayout::from_request(&req)?;
+        crate::init::validate_inits(&layout, &req.tensors)?;
+        let created = self
+            .all(|_, mut raw| {
+                let req = req.clone();
+                async move { Ok(raw.register(req).await?.into_inner().created) }
+            })
+            .await?;
+        Ok(created.into_iter().any(|c| c))
+    }
+
+    async fn routing(&self, job: &str) -> Result<Arc<Routing>> {
+        if let Some(r) = self
+            .routes
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(job)
+        {
+            return Ok(r.clone());
+        }
+        let req = pb::LayoutRequest {
+            job_id: job.to_owned(),
+        };
+        let resp = self.call(0, |mut raw| {
+            let req = req.clone();
+            async move { Ok(raw.layout(req).await?.into_inner()) }
+        });
+        let layout = JobLayout::from_response(&resp.await?)?;
+        let n = u32::try_from(self.shards.len()).unwrap_or(u32::MAX);
+        let owners = (0..layout.tensors.len())
+            .map(|t| {
+                let name = layout.tensors.get(t).map_or("", |m| m.name.as_str());
+                (0..layout.chunk_count(t))
+                    .map(|c| chunk_owner(job, name, c, n))
+                    .collect()
+            })
+            .collect();
+        let r = Arc::new(Routing { layout, owners });
+        self.routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(job.to_owned(), r.clone());
+        Ok(r)
+    }
+
+    /// The layout of a job.
+    pub async fn layout(&self, job: &str) -> Result<JobLayout> {
+        Ok(self.routing(job).await?.layout.clone())
+    }
+
+    /// Pushes a worker's update (deltas, summed into the store). Validated whole before anything
+    /// is sent; each shard applies its part atomically; a retry with the same `seq` is not applied
+    /// twice. Returns the version each shard reached (0 for shards the push did not touch).
+    pub async fn push(
+        &self,
+        job: &str,
+        worker: u32,
+        clock: u64,
+        seq: u64,
+        updates: Vec<SparseUpdate>,
+    ) -> Result<Versions> {
+        let route = self.routing(job).await?;
+        let parts = split_push(&route, job, worker, clock, seq, updates, self.shards.len())?;
+        for (i, part) in parts.iter().enumerate() {
+            let Some(req) = part else { continue };
+            let limit = self
+                .shards
+                .get(i)
+                .map_or(usize::MAX, |s| s.max_message_bytes);
+            let size = req.encoded_len();
+            if size > limit {
+                let name = req
+                    .updates
+                    .iter()
+                    .max_by_key(|u| u.values.len())
+                    .map_or("", |u| u.tensor.as_str());
+                return Err(StoreError::TooLarge {
+                    what: format!("push of job '{job}' to shard {i} (largest tensor '{name}')"),
+                    size: size as u64,
+                    limit: limit as u64,
+                });
+            }
+        }
+        let parts = Arc::new(parts);
+        self.all(|i, mut raw| {
+            let parts = parts.clone();
+            async move {
+                match parts.get(i).and_then(Option::as_ref) {
+                    Some(req) => Ok(raw.push(req.clone()).await?.into_inner().version),
+                    None => Ok(0),
+                }
+            }
+        })
+        .await
+    }
+
+    async fn pull_raw(&self, req: pb::PullRequest) -> Result<Vec<Vec<pb::PullChunk>>> {
+        self.all(|_, mut raw| {
+            let req = req.clone();
+            async move {
+                let mut stream = raw.pull(req).await?.into_inner();
+                let mut out = Vec::new();
+                while let Some(chunk) = stream.message().await? {
+                    out.push(chunk);
+                }
+                Ok(out)
+            }
+        })
+        .await
+    }
+
+    fn pull_request(
+        job: &str,
+        ranges: Vec<pb::TensorRange>,
+        since: Option<u64>,
+        at: Option<PullClock>,
+    ) -> pb::PullRequest {
+        pb::PullRequest {
+            job_id: job.to_owned(),
+            ranges,
+            since_version: since,
+            worker: at.map(|a| a.worker),
+            clock: at.map(|a| a.clock),
+            max_wait_ms: 0,
+        }
+    }
+
+    /// Pulls `[start, end)` of a tensor (`end` 0: to its end), dense. With `at`, waits until the
+    /// job's synchronization mode lets that worker run that clock.
+    pub async fn pull_range(
+        &self,
+        job: &str,
+        tensor: &str,
+        start: u64,
+        end: u64,
+        at: Option<PullClock>,
+    ) -> Result<Vec<f32>> {
+        let route = self.routing(job).await?;
+        let t = route.layout.tensor_index(tensor)?;
+        let len = route.layout.tensors.get(t).map_or(0, |m| m.len);
+        let end = if end == 0 { len } else { end };
+        if start >= end || end > len {
+            return Err(StoreError::invalid(format!(
+                "job '{job}' tensor '{tensor}': range {start}..{end} is out of range (length {len})"
+            )));
+        }
+        let range = pb::TensorRange {
+            tensor: tensor.to_owned(),
+            start,
+            end,
+        };
+        let parts = self
+            .pull_raw(Self::pull_request(job, vec![range], None, at))
+            .await?;
+        let mut out = vec![0.0; usize::try_from(end - start).unwrap_or(0)];
+        for chunk in parts.into_iter().flatten() {
+            let off = usize::try_from(chunk.start.saturating_sub(start)).unwrap_or(usize::MAX);
+            if let Some(dst) = out.get_mut(off..off.saturating_add(chunk.values.len())) {
+                dst.copy_from_slice(&chunk.values);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pulls every tensor of a job, dense.
+    pub async fn pull_all(
+        &self,
+        job: &str,
+        at: Option<PullClock>,
+    ) -> Result<HashMap<String, Vec<f32>>> {
+        let route = self.routing(job).await?;
+        let parts = self
+            .pull_raw(Self::pull_request(job, Vec::new(), None, at))
+            .await?;
+        let mut out: HashMap<String, Vec<f32>> = route
+            .layout
+            .tensors
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    vec![0.0; usize::try_from(m.len).unwrap_or(0)],
+                )
+            })
+            .collect();
+        for chunk in parts.into_iter().flatten() {
+            let Some(dst) = out.get_mut(&chunk.tensor) else {
+                continue;
+            };
+            let off = usize::try_from(chunk.start).unwrap_or(usize::MAX);
+            if let Some(dst) = dst.get_mut(off..off.saturating_add(chunk.values.len())) {
+                dst.copy_from_slice(&chunk.values);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Entries changed since `since` (one version per shard; [`Self::no_versions`] for all), and
+    /// the versions to pass next time. What sparse models need: only changed rows travel.
+    pub async fn pull_changed(
+        &self,
+        job: &str,
+        since: &Versions,
+        at: Option<PullClock>,
+    ) -> Result<(Vec<ChangedTensor>, Versions)> {
+        if since.len() != self.shards.len() {
+            return Err(StoreError::invalid(format!(
+                "{} versions for {} shards",
+                since.len(),
+                self.shards.len()
+            )));
+        }
+        let since = Arc::new(since.clone());
+        let parts = self
+            .all(|i, mut raw| {
+                let since = since.clone();
+                let job = job.to_owned();
+                async move {
+                    let v = since.get(i).copied().unwrap_or(0);
+                    let req = Self::pull_request(&job, Vec::new(), Some(v), at);
+                    let mut stream = raw.pull(req).await?.into_inner();
+                    let mut out = Vec::new();
+                    while let Some(chunk) = stream.message().await? {
+                        out.push(chunk);
+                    }
+                    Ok(out)
+                }
+            })
+            .await?;
+        let mut next = since.as_ref().clone();
+        let mut by_tensor: HashMap<String, ChangedTensor> = HashMap::new();
+        for (i, chunks) in parts.into_iter().enumerate() {
+            for chunk in chunks {
+                if let Some(v) = next.get_mut(i) {
+                    *v = (*v).max(chunk.version);
+                }
+                if chunk.values.is_empty() {
+                    continue;
+                }
+                let entry =
+                    by_tensor
+                        .entry(chunk.tensor.clone())
+                        .or_insert_with(|| ChangedTensor {
+                            tensor: chunk.tensor.clone(),
+                            ..Default::default()
+                        });
+                entry
+                    .indices
+                    .extend(chunk.offsets.iter().map(|&o| chunk.start + u64::from(o)));
+                entry.values.extend_from_slice(&chunk.values);
+            }
+        }
+        let mut changed: Vec<_> = by_tensor.into_values().collect();
+        changed.sort_by(|a, b| a.tensor.cmp(&b.tensor));
+        Ok((changed, next))
+    }
+
+    async fn clock_all(&self, req: pb::ClockRequest) -> Result<u64> {
+        let mins = self
+            .all(|_, mut raw| {
+                let req = req.clone();
+                async move { Ok(raw.clock(req).await?.into_inner().min_clock) }
+            })
+            .await?;
+        Ok(mins.into_iter().min().unwrap_or(0))
+    }
+
+    /// Reports that `worker` reached `clock`; with `wait`, returns once the synchronization mode
+    /// lets it run `clock`. Returns the slowest worker's clock.
+    pub async fn clock(&self, job: &str, worker: u32, clock: u64, wait: bool) -> Result<u64> {
+        let req = pb::ClockRequest {
+            job_id: job.to_owned(),
+            worker,
+            clock,
+            wait,
+            leave: false,
+            max_wait_ms: 0,
+        };
+        self.clock_all(req).await
+    }
+
+    /// `worker` leaves the job (scale-in): it no longer holds the others back.
+    pub async fn leave(&self, job: &str, worker: u32) -> Result<()> {
+        let req = pb::ClockRequest {
+            job_id: job.to_owned(),
+            worker,
+            clock: 0,
+            wait: false,
+            leave: true,
+            max_wait_ms: 0,
+        };
+        self.clock_all(req).await.map(|_| ())
+    }
+
+    /// Snapshots every shard under one id; returns the id.
+    pub async fn snapshot(&self, id: Option<String>) -> Result<String> {
+        let id = id.unwrap_or_else(crate::shard::new_snapshot_id);
+        let req = pb::SnapshotRequest {
+            snapshot_id: id.clone(),
+        };
+        self.all(|_, mut raw| {
+            let req = req.clone();
+            async move { Ok(raw.snapshot(req).await?.into_inner()) }
+        })
+        .await?;
+        Ok(id)
+    }
+
+    /// Restores every shard from snapshot `id` (taken with any shard count).
+    pub async fn restore(&self, id: &str) -> Result<()> {
+        let req = pb::RestoreRequest {
+            snapshot_id: id.to_owned(),
+        };
+        self.all(|_, mut raw| {
+            let req = req.clone();
+            async move { Ok(raw.restore(req).await?.into_inner()) }
+        })
+        .await?;
+        self.routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        Ok(())
+    }
+}
+
+/// Validates a push against the layout and cuts it into one request per shard (`None`: untouched).
+fn split_push(
+    route: &Routing,
+    job: &str,
+    worker: u32,
+    clock: u64,
+    seq: u64,
+    updates: Vec<SparseUpdate>,
+    shards: usize,
+) -> Result<Vec<Option<pb::PushRequest>>> {
+    let layout = &route.layout;
+    if worker >= layout.workers {
+        return Err(StoreError::invalid(format!(
+            "job '{job}': worker {worker} is out of range (the job has {} workers)",
+            layout.workers
+        )));
+    }
+    let cs = u64::from(layout.chunk_size);
+    let mut per_shard: Vec<Vec<SparseUpdate>> = (0..shards).map(|_| Vec::new()).collect();
+    for u in updates {
+        let t = layout.tensor_index(&u.tensor)?;
+        let len = layout.tensors.get(t).map_or(0, |m| m.len);
+        let owners = route.owners.get(t).map(Vec::as_slice).unwrap_or_default();
+        let name = &u.tensor;
+        if let Some(i) = u.values.iter().position(|v| !v.is_finite()) {
+            return Err(StoreError::invalid(format!(
+                "job '{job}' tensor '{name}': value #{i} is not finite (NaN and infinite values are refused)"
+            )));
+        }
+        let mut parts: Vec<Option<SparseUpdate>> = (0..shards).map(|_| None).collect();
+        if let Some(start) = u.dense_start {
+            let end = start
+                .checked_add(u.values.len() as u64)
+                .filter(|&e| e <= len && u.indices.is_empty());
+            let Some(end) = end else {
+                return Err(StoreError::invalid(format!(
+                    "job '{job}' tensor '{name}': dense update {start}+{} out of range (length {len}) or with indices",
+                    u.values.len()
+                )));
+            };
+            // One dense piece per chunk, each sent to its owner.
+            let mut pos = start;
+            while pos < end {
+                let c = pos / cs;
+                let stop = ((c + 1) * cs).min(end);
+                let owner = owners.get(c as usize).copied().unwrap_or(0) as usize;
+                let from = (pos - start) as usize;
+                let to = (stop - start) as usize;
+                let values = u.values.get(from..to).unwrap_or_default().to_vec();
+                if let Some(list) = per_shard.get_mut(owner) {
+                    list.push(dense(name, pos, values));
+                }
+                pos = stop;
+            }
+            continue;
+        }
+        if u.indices.len() != u.values.len() {
+            return Err(StoreError::invalid(format!(
+                "job '{job}' tensor '{name}': {} indices but {} values",
+                u.indices.len(),
+                u.values.len()
+            )));
+        }
+        if shards == 1 {
+            if let Some(&bad) = u.indices.iter().find(|&&i| i >= len) {
+                return Err(StoreError::invalid(format!(
+                    "job '{job}' tensor '{name}': index {bad} is out of range (length {len})"
+                )));
+            }
+            if let Some(list) = per_shard.get_mut(0) {
+                list.push(u);
+            }
+            continue;
+        }
+        for (&idx, &val) in u.indices.iter().zip(&u.values) {
+            if idx >= len {
+                return Err(StoreError::invalid(format!(
+                    "job '{job}' tensor '{name}': index {idx} is out of range (length {len})"
+                )));
+            }
+            let owner = owners.get((idx / cs) as usize).copied().unwrap_or(0) as usize;
+            if let Some(slot) = parts.get_mut(owner) {
+                let p = slot.get_or_insert_with(|| sparse(name, Vec::new(), Vec::new()));
+                p.indices.push(idx);
+                p.values.push(val);
+            }
+        }
+        for (shard, p) in parts.into_iter().enumerate() {
+            if let (Some(p), Some(list)) = (p, per_shard.get_mut(shard)) {
+                list.push(p);
+            }
+        }
+    }
+    Ok(per_shard
+        .into_iter()
+        .map(|updates| {
+            (!updates.is_empty()).then(|| pb::PushRequest {
+                job_id: job.to_owned(),
+                worker,
+                clock,
+                seq,
+                updates,
+            })
+        })
+        .collect())
+}

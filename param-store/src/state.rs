@@ -1,0 +1,566 @@
+//! The in-memory state of one shard: jobs, their chunks behind one lock per sub-shard, versions,
+//! clocks and the per-worker deduplication windows. No transport, no durability: [`crate::shard`]
+//! puts the write-ahead log in front of it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use cumulus_proto::paramstore::v1 as pb;
+
+use crate::clock::ClockTable;
+use crate::error::{Result, StoreError};
+use crate::init::fill_initial;
+use crate::layout::{JobLayout, chunk_owner, chunk_sub_shard};
+
+/// How many recent sequence numbers per worker are remembered exactly; older ones count as seen.
+pub const DEDUPE_WINDOW: u64 = 4096;
+
+/// Values of one chunk and the version at which each entry last changed.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// Tensor index in the layout.
+    pub tensor: u32,
+    /// Chunk index in the tensor.
+    pub index: u32,
+    /// Flat offset of the first value.
+    pub start: u64,
+    /// Values.
+    pub values: Vec<f32>,
+    /// Version of the last change of each value.
+    pub versions: Vec<u64>,
+}
+
+/// One lock's worth of chunks (PERSIA's sharded holder, indexed by checked lookups).
+#[derive(Debug, Default)]
+pub struct SubShard {
+    /// Chunks in insertion order; [`JobState`] maps (tensor, chunk) to a position here.
+    pub chunks: Vec<Chunk>,
+}
+
+/// Sequence numbers already applied for one worker.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct SeqWindow {
+    /// Highest applied sequence number.
+    pub high: u64,
+    /// Applied sequence numbers in `(high - DEDUPE_WINDOW, high]`.
+    pub recent: BTreeSet<u64>,
+    /// Whether any push was applied.
+    pub any: bool,
+}
+
+impl SeqWindow {
+    /// True when `seq` was applied (or is too old to tell, which counts as applied).
+    pub fn seen(&self, seq: u64) -> bool {
+        self.any && (self.recent.contains(&seq) || seq.saturating_add(DEDUPE_WINDOW) <= self.high)
+    }
+
+    /// Records `seq` as applied.
+    pub fn insert(&mut self, seq: u64) {
+        self.any = true;
+        self.high = self.high.max(seq);
+        self.recent.insert(seq);
+        let floor = self.high.saturating_sub(DEDUPE_WINDOW);
+        while self.recent.first().is_some_and(|&s| s <= floor) {
+            self.recent.pop_first();
+        }
+    }
+}
+
+/// Tracks versions handed to in-flight pushes, so that a pull can report a version at which every
+/// push at or below it is completely applied.
+#[derive(Debug, Default)]
+struct Versions {
+    next: u64,
+    in_flight: BTreeSet<u64>,
+}
+
+/// One registered job on one shard.
+#[derive(Debug)]
+pub struct JobState {
+    /// The validated layout (every shard holds all of it).
+    pub layout: JobLayout,
+    /// Worker clocks.
+    pub clocks: ClockTable,
+    /// (sub-shard, position) of each owned chunk, per tensor, per chunk; `None`: another shard's.
+    slots: Vec<Vec<Option<(usize, usize)>>>,
+    subs: Vec<Mutex<SubShard>>,
+    versions: Mutex<Versions>,
+    /// Per-worker deduplication windows; the async lock also serializes one worker's pushes.
+    pub dedupe: Vec<tokio::sync::Mutex<SeqWindow>>,
+    /// Pushes applied (not counting duplicates).
+    pub pushes: AtomicU64,
+    shard_count: u32,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Chunk updates are element-wise adds: a panic mid-update cannot break an invariant that later
+    // readers rely on, so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl JobState {
+    /// Creates the chunks this shard owns, filled by their initializers.
+    pub fn new(
+        layout: JobLayout,
+        inits: &[Option<pb::Initializer>],
+        shard_index: u32,
+        shard_count: u32,
+        sub_shards: usize,
+        base_version: u64,
+    ) -> Result<Self> {
+        let subs_n = sub_shards.max(1);
+        let mut subs: Vec<SubShard> = (0..subs_n).map(|_| SubShard::default()).collect();
+        let mut slots = Vec::with_capacity(layout.tensors.len());
+        for (t, meta) in layout.tensors.iter().enumerate() {
+            let n = layout.chunk_count(t);
+            let mut tslots = Vec::with_capacity(n as usize);
+            for c in 0..n {
+                if chunk_owner(&layout.job_id, &meta.name, c, shard_count) != shard_index {
+                    tslots.push(None);
+                    continue;
+                }
+                let (start, end) = layout.chunk_range(t, c);
+                let values = fill_initial(
+                    &layout.job_id,
+                    meta,
+                    inits.get(t).and_then(Option::as_ref),
+                    c,
+                    start,
+                    end,
+                )?;
+                let s = chunk_sub_shard(&layout.job_id, &meta.name, c, shard_count, subs_n);
+                let sub = subs
+                    .get_mut(s)
+                    .ok_or_else(|| StoreError::invalid("sub-shard index"))?;
+                tslots.push(Some((s, sub.chunks.len())));
+                sub.chunks.push(Chunk {
+                    tensor: u32::try_from(t).unwrap_or(u32::MAX),
+                    index: c,
+                    start,
+                    versions: vec![base_version; values.len()],
+                    values,
+                });
+            }
+            slots.push(tslots);
+        }
+        let clocks = ClockTable::new(&layout.job_id, layout.sync, layout.workers);
+        let dedupe = (0..layout.workers)
+            .map(|_| tokio::sync::Mutex::default())
+            .collect();
+        Ok(Self {
+            layout,
+            clocks,
+            slots,
+            subs: subs.into_iter().map(Mutex::new).collect(),
+            versions: Mutex::new(Versions {
+                next: base_version,
+                in_flight: BTreeSet::new(),
+            }),
+            dedupe,
+            pushes: AtomicU64::new(0),
+            shard_count,
+        })
+    }
+
+    fn slot(&self, t: usize, c: u64) -> Option<(usize, usize)> {
+        let c = usize::try_from(c).ok()?;
+        self.slots.get(t)?.get(c).copied().flatten()
+    }
+
+    fn owner_of(&self, t: usize, c: u64) -> u32 {
+        let name = self.layout.tensors.get(t).map_or("", |m| m.name.as_str());
+        chunk_owner(
+            &self.layout.job_id,
+            name,
+            u32::try_from(c).unwrap_or(u32::MAX),
+            self.shard_count,
+        )
+    }
+
+    /// The version at which every push at or below it is completely applied.
+    pub fn watermark(&self) -> u64 {
+        let v = lock(&self.versions);
+        v.in_flight.first().map_or(v.next, |&f| f.saturating_sub(1))
+    }
+
+    /// Checks a push against the layout before anything is applied: on error nothing changes.
+    pub fn validate_push(&self, req: &pb::PushRequest, allow_non_finite: bool) -> Result<()> {
+        self.clocks.check_worker(req.worker)?;
+        let job = &self.layout.job_id;
+        let cs = u64::from(self.layout.chunk_size);
+        for u in &req.updates {
+            let t = self.layout.tensor_index(&u.tensor)?;
+            let len = self.layout.tensors.get(t).map_or(0, |m| m.len);
+            let name = &u.tensor;
+            if !allow_non_finite && let Some(i) = u.values.iter().position(|v| !v.is_finite()) {
+                return Err(StoreError::invalid(format!(
+                    "job '{job}' tensor '{name}': value #{i} is {} (NaN and infinite values are refused)",
+                    u.values.get(i).copied().unwrap_or(f32::NAN)
+                )));
+            }
+            let not_owned = |idx: u64| {
+                StoreError::invalid(format!(
+                    "job '{job}' tensor '{name}': index {idx} belongs to shard {} of {}, not this one (client and shards disagree on the shard count?)",
+                    self.owner_of(t, idx / cs),
+                    self.shard_count
+                ))
+            };
+            if let Some(start) = u.dense_start {
+                if !u.indices.is_empty() {
+                    return Err(StoreError::invalid(format!(
+                        "job '{job}' tensor '{name}': a dense update carries no indices"
+                    )));
+                }
+                let end = start
+                    .checked_add(u.values.len() as u64)
+                    .filter(|&e| e <= len);
+                let Some(end) = end else {
+                    return Err(StoreError::invalid(format!(
+                        "job '{job}' tensor '{name}': dense range {start}..{start}+{} is out of range (length {len})",
+                        u.values.len()
+                    )));
+                };
+                let mut c = start / cs;
+                while c * cs < end {
+                    if self.slot(t, c).is_none() {
+                        return Err(not_owned(c * cs));
+                    }
+                    c += 1;
+                }
+            } else {
+                if u.indices.len() != u.values.len() {
+                    return Err(StoreError::invalid(format!(
+                        "job '{job}' tensor '{name}': {} indices but {} values",
+                        u.indices.len(),
+                        u.values.len()
+                    )));
+                }
+                let mut last_chunk = u64::MAX;
+                for &idx in &u.indices {
+                    if idx >= len {
+                        return Err(StoreError::invalid(format!(
+                            "job '{job}' tensor '{name}': index {idx} is out of range (length {len})"
+                        )));
+                    }
+                    let c = idx / cs;
+                    if c != last_chunk {
+                        if self.slot(t, c).is_none() {
+                            return Err(not_owned(idx));
+                        }
+                        last_chunk = c;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a validated push's values (deltas) and returns the version it was applied at.
+    pub fn apply_push(&self, req: &pb::PushRequest) -> u64 {
+        let version = {
+            let mut v = lock(&self.versions);
+            v.next += 1;
+            let n = v.next;
+            v.in_flight.insert(n);
+            n
+        };
+        let cs = u64::from(self.layout.chunk_size);
+        for u in &req.updates {
+            let Ok(t) = self.layout.tensor_index(&u.tensor) else {
+                continue;
+            };
+            if let Some(start) = u.dense_start {
+                self.apply_dense(t, start, &u.values, version);
+                continue;
+            }
+            // Runs of indices in the same chunk share one lock acquisition.
+            let mut i = 0;
+            while i < u.indices.len() {
+                let Some(&first) = u.indices.get(i) else {
+                    break;
+                };
+                let c = first / cs;
+                let mut j = i + 1;
+                while u.indices.get(j).is_some_and(|&x| x / cs == c) {
+                    j += 1;
+                }
+                if let Some((s, pos)) = self.slot(t, c)
+                    && let Some(sub) = self.subs.get(s)
+                {
+                    let mut sub = lock(sub);
+                    if let Some(chunk) = sub.chunks.get_mut(pos) {
+                        let base = chunk.start;
+                        for (idx, val) in u.indices.iter().zip(&u.values).take(j).skip(i) {
+                            let off = (idx - base) as usize;
+                            if let (Some(x), Some(ver)) =
+                                (chunk.values.get_mut(off), chunk.versions.get_mut(off))
+                            {
+                                *x += *val;
+                                *ver = version;
+                            }
+                        }
+                    }
+                }
+                i = j;
+            }
+        }
+        self.pushes.fetch_add(1, Ordering::Relaxed);
+        lock(&self.versions).in_flight.remove(&version);
+        version
+    }
+
+    fn apply_dense(&self, t: usize, start: u64, values: &[f32], version: u64) {
+        let cs = u64::from(self.layout.chunk_size);
+        let end = start + values.len() as u64;
+        let mut pos = start;
+        while pos < end {
+            let c = pos / cs;
+            let chunk_end = ((c + 1) * cs).min(end);
+            if let Some((s, p)) = self.slot(t, c)
+                && let Some(sub) = self.subs.get(s)
+            {
+                let mut sub = lock(sub);
+                if let Some(chunk) = sub.chunks.get_mut(p) {
+                    let from = (pos - chunk.start) as usize;
+                    let to = (chunk_end - chunk.start) as usize;
+                    let src = values.get((pos - start) as usize..(chunk_end - start) as usize);
+                    if let (Some(dst), Some(src)) = (chunk.values.get_mut(from..to), src) {
+                        for (d, s) in dst.iter_mut().zip(src) {
+                            *d += *s;
+                        }
+                    }
+                    if let Some(vers) = chunk.versions.get_mut(from..to) {
+                        vers.fill(version);
+                    }
+                }
+            }
+            pos = chunk_end;
+        }
+    }
+
+    /// Values of the owned chunks that intersect `ranges` (all tensors when empty): dense, or only
+    /// the entries changed after `since`.
+    pub fn pull(
+        &self,
+        ranges: &[pb::TensorRange],
+        since: Option<u64>,
+    ) -> Result<Vec<pb::PullChunk>> {
+        let mut wanted = Vec::new();
+        if ranges.is_empty() {
+            for (t, m) in self.layout.tensors.iter().enumerate() {
+                wanted.push((t, 0, m.len));
+            }
+        }
+        for r in ranges {
+            let t = self.layout.tensor_index(&r.tensor)?;
+            let len = self.layout.tensors.get(t).map_or(0, |m| m.len);
+            let end = if r.end == 0 { len } else { r.end };
+            if r.start >= end || end > len {
+                return Err(StoreError::invalid(format!(
+                    "job '{}' tensor '{}': range {}..{} is out of range (length {len})",
+                    self.layout.job_id, r.tensor, r.start, end
+                )));
+            }
+            wanted.push((t, r.start, end));
+        }
+        let cs = u64::from(self.layout.chunk_size);
+        let mut out = Vec::new();
+        // Read the watermark before any chunk: every push at or below it is in every chunk read
+        // after, so it is a safe `since` for the caller's next pull.
+        let version = self.watermark();
+        for (t, start, end) in wanted {
+            let name = self
+                .layout
+                .tensors
+                .get(t)
+                .map_or(String::new(), |m| m.name.clone());
+            let mut c = start / cs;
+            while c * cs < end {
+                let Some((s, p)) = self.slot(t, c) else {
+                    c += 1;
+                    continue;
+                };
+                let Some(sub) = self.subs.get(s) else { break };
+                let sub = lock(sub);
+                let Some(chunk) = sub.chunks.get(p) else {
+                    break;
+                };
+                let lo = start.max(chunk.start);
+                let hi = end.min(chunk.start + chunk.values.len() as u64);
+                let from = (lo - chunk.start) as usize;
+                let to = (hi - chunk.start) as usize;
+                let mut msg = pb::PullChunk {
+                    tensor: name.clone(),
+                    start: lo,
+                    version,
+                    ..Default::default()
+                };
+                match since {
+                    None => msg.values = chunk.values.get(from..to).unwrap_or_default().to_vec(),
+                    Some(since) => {
+                        let vals = chunk.values.get(from..to).unwrap_or_default();
+                        let vers = chunk.versions.get(from..to).unwrap_or_default();
+                        for (k, (v, ver)) in vals.iter().zip(vers).enumerate() {
+                            if *ver > since {
+                                msg.offsets.push(k as u32);
+                                msg.values.push(*v);
+                            }
+                        }
+                    }
+                }
+                drop(sub);
+                if since.is_none() || !msg.values.is_empty() {
+                    out.push(msg);
+                }
+                c += 1;
+            }
+        }
+        if out.is_empty() {
+            // Nothing changed: still tell the caller the version it is now up to date with.
+            out.push(pb::PullChunk {
+                version,
+                ..Default::default()
+            });
+        }
+        Ok(out)
+    }
+
+    /// Copies every owned chunk (tensor index, chunk start, values) for a snapshot.
+    pub fn export_chunks(&self) -> Vec<(usize, u64, Vec<f32>)> {
+        let mut out = Vec::new();
+        for sub in &self.subs {
+            let sub = lock(sub);
+            for c in &sub.chunks {
+                out.push((c.tensor as usize, c.start, c.values.clone()));
+            }
+        }
+        out.sort_by_key(|(t, s, _)| (*t, *s));
+        out
+    }
+
+    /// Overwrites owned values in `[start, start + values.len())` of tensor `t` (snapshot load).
+    pub fn import_range(&self, t: usize, start: u64, values: &[f32]) {
+        let cs = u64::from(self.layout.chunk_size);
+        let end = start + values.len() as u64;
+        let mut pos = start;
+        while pos < end {
+            let c = pos / cs;
+            let chunk_end = ((c + 1) * cs).min(end);
+            if let Some((s, p)) = self.slot(t, c)
+                && let Some(sub) = self.subs.get(s)
+            {
+                let mut sub = lock(sub);
+                if let Some(chunk) = sub.chunks.get_mut(p) {
+                    let from = (pos - chunk.start) as usize;
+                    let to = (chunk_end - chunk.start) as usize;
+                    let src = values.get((pos - start) as usize..(chunk_end - start) as usize);
+                    if let (Some(dst), Some(src)) = (chunk.values.get_mut(from..to), src) {
+                        dst.copy_from_slice(src);
+                    }
+                }
+            }
+            pos = chunk_end;
+        }
+    }
+
+    /// Owned chunks and elements.
+    pub fn sizes(&self) -> (u64, u64) {
+        let mut chunks = 0;
+        let mut elems = 0;
+        for sub in &self.subs {
+            let sub = lock(sub);
+            chunks += sub.chunks.len() as u64;
+            elems += sub
+                .chunks
+                .iter()
+                .map(|c| c.values.len() as u64)
+                .sum::<u64>();
+        }
+        (chunks, elems)
+    }
+}
+
+/// All jobs of a shard.
+#[derive(Debug)]
+pub struct ShardState {
+    /// This shard's index.
+    pub shard_index: u32,
+    /// Number of shards.
+    pub shard_count: u32,
+    /// Locks per job.
+    pub sub_shards: usize,
+    /// Versions handed out by this incarnation start above this base, so that a client's version
+    /// from before a restart always asks for everything again.
+    pub base_version: u64,
+    jobs: RwLock<HashMap<String, Arc<JobState>>>,
+}
+
+impl ShardState {
+    /// An empty shard.
+    pub fn new(shard_index: u32, shard_count: u32, sub_shards: usize, base_version: u64) -> Self {
+        Self {
+            shard_index,
+            shard_count,
+            sub_shards,
+            base_version,
+            jobs: RwLock::default(),
+        }
+    }
+
+    /// A registered job.
+    pub fn job(&self, id: &str) -> Result<Arc<JobState>> {
+        let jobs = self.jobs.read().unwrap_or_else(PoisonError::into_inner);
+        jobs.get(id)
+            .cloned()
+            .ok_or_else(|| StoreError::UnknownJob(id.to_owned()))
+    }
+
+    /// Every job, sorted by id.
+    pub fn jobs(&self) -> Vec<Arc<JobState>> {
+        let jobs = self.jobs.read().unwrap_or_else(PoisonError::into_inner);
+        let mut v: Vec<_> = jobs.values().cloned().collect();
+        v.sort_by(|a, b| a.layout.job_id.cmp(&b.layout.job_id));
+        v
+    }
+
+    /// Checks a registration: `Ok(false)` when the same layout is already registered.
+    pub fn check_register(&self, layout: &JobLayout) -> Result<bool> {
+        match self.job(&layout.job_id) {
+            Ok(existing) if existing.layout.same_as(layout) => Ok(false),
+            Ok(_) => Err(StoreError::LayoutConflict(layout.job_id.clone())),
+            Err(_) => Ok(true),
+        }
+    }
+
+    /// Registers a job (after [`ShardState::check_register`]); an existing job is kept.
+    pub fn register(
+        &self,
+        layout: JobLayout,
+        inits: &[Option<pb::Initializer>],
+    ) -> Result<Arc<JobState>> {
+        if let Ok(existing) = self.job(&layout.job_id) {
+            return Ok(existing);
+        }
+        let id = layout.job_id.clone();
+        let job = Arc::new(JobState::new(
+            layout,
+            inits,
+            self.shard_index,
+            self.shard_count,
+            self.sub_shards,
+            self.base_version,
+        )?);
+        let mut jobs = self.jobs.write().unwrap_or_else(PoisonError::into_inner);
+        Ok(jobs.entry(id).or_insert(job).clone())
+    }
+
+    /// Replaces every job (restore from a snapshot).
+    pub fn replace_all(&self, new_jobs: Vec<Arc<JobState>>) {
+        let mut jobs = self.jobs.write().unwrap_or_else(PoisonError::into_inner);
+        *jobs = new_jobs
+            .into_iter()
+            .map(|j| (j.layout.job_id.clone(), j))
+            .collect();
+    }
+}
