@@ -263,6 +263,19 @@ impl LayerNorm {
     }
 }
 
+/// 2x2 max-pooling with stride 2 (odd trailing rows/columns dropped, as PyTorch does), written as
+/// reshape + max so its gradient is exact: candle 0.11's `max_pool2d` backward scales the gradient
+/// by 1/4 (it multiplies by the mask's average instead of dividing).
+pub fn max_pool2x2(xs: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, c, h, w) = xs.dims4()?;
+    let (h2, w2) = (h / 2, w / 2);
+    xs.narrow(2, 0, 2 * h2)?
+        .narrow(3, 0, 2 * w2)?
+        .reshape((n, c, h2, 2, w2, 2))?
+        .max(5)?
+        .max(3)
+}
+
 /// Softmax over the last dimension with a backward pass (max-subtracted for stability).
 pub fn softmax_last_dim(xs: &Tensor) -> candle_core::Result<Tensor> {
     let max = xs.max_keepdim(D::Minus1)?.detach();

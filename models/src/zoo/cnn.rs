@@ -13,7 +13,7 @@
 
 use candle_core::Tensor;
 
-use crate::blocks::{Activation, Conv2d, Linear};
+use crate::blocks::{Activation, Conv2d, Linear, max_pool2x2};
 use crate::config::LenetConfig;
 use crate::error::{ModelError, Result};
 use crate::layer::{Layer, ParamBuilder, ParamInfo, expect_dim, expect_rank};
@@ -83,7 +83,7 @@ impl Layer for ConvPool {
     }
 
     fn forward_t(&self, xs: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
-        self.conv.forward(xs)?.relu()?.max_pool2d(2)
+        max_pool2x2(&self.conv.forward(xs)?.relu()?)
     }
 }
 

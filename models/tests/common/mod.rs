@@ -66,7 +66,7 @@ pub fn input(cfg: &ModelConfig, batch: usize, dtype: DType, dev: &Device) -> Ten
         _ => {
             let shape = cfg.input_shape(batch);
             let n: usize = shape.iter().product();
-            let v: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin()).collect();
+            let v: Vec<f32> = (0..n).map(|i| ((i as f64) * 0.37).sin() as f32).collect();
             Tensor::from_vec(v, shape, dev).and_then(|t| t.to_dtype(dtype))
         }
     };
