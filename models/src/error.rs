@@ -66,6 +66,10 @@ pub enum ModelError {
     #[error("training: {0}")]
     Training(String),
 
+    /// A dataset could not be read or converted (see [`DataError`](crate::data::DataError)).
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+
     /// A tensor operation failed inside candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
