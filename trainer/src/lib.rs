@@ -2,9 +2,14 @@
 //! significance filter and the scale-in auto-tuner.
 //!
 //! Built so far: [`job`], the validated job file; [`filter`], the significance filter every worker
-//! applies before it pushes; [`autotune`], the scale-in auto-tuner that decides when a worker can
-//! go. The coordinator and the worker function arrive with the serverless-training issue.
+//! applies before it pushes; [`replica`], a worker's local model with its accumulators;
+//! [`autotune`], the scale-in auto-tuner that decides when a worker can go. The coordinator and
+//! the worker function arrive with the serverless-training issue.
 
 pub mod autotune;
+mod error;
 pub mod filter;
 pub mod job;
+pub mod replica;
+
+pub use error::TrainerError;
