@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod models;
+mod param_store;
 mod telemetry;
 
 /// Cumulus: serverless training and serving of ML models.
@@ -30,17 +31,25 @@ enum Command {
     /// Run a benchmark suite; each prints its table and writes JSON.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run one shard of the parameter store (gRPC).
+    ParamStore(param_store::ParamStoreArgs),
 }
 
 /// The benchmark suites (`cumulus bench <suite>`).
 #[derive(Debug, Subcommand)]
-enum BenchCommand {}
+enum BenchCommand {
+    /// The parameter store against Redis: sparse push/pull exchanges of W workers.
+    ParamStore(param_store::BenchParamStoreArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(&cli.log_level, cli.log_json)?;
     match cli.command {
         Command::Models(command) => models::run(command),
-        Command::Bench(suite) => match suite {},
+        Command::Bench(suite) => match suite {
+            BenchCommand::ParamStore(args) => param_store::bench(args),
+        },
+        Command::ParamStore(args) => param_store::run(args),
     }
 }

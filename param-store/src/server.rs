@@ -115,3 +115,26 @@ fn spawn_snapshotter(shard: Arc<Shard>, threshold: u64, mut shutdown: watch::Rec
         }
     });
 }
+
+/// Runs one shard until SIGINT or SIGTERM, on its own multi-threaded runtime (the `cumulus
+/// param-store` role). Prints `listening on ADDR` on stdout once serving, for scripts and tests
+/// that bind port 0.
+pub fn serve_until_signal(config: ShardConfig) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("param-store")
+        .build()?;
+    rt.block_on(async move {
+        let handle = run(config).await?;
+        println!("listening on {}", handle.addr);
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("signal received, stopping");
+        handle.stop().await
+    })
+}

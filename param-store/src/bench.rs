@@ -1,1 +1,0 @@
-//! Benchmark of the parameter store against Redis (placeholder while it is written).

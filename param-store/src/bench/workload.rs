@@ -1,0 +1,71 @@
+//! The benchmark's workload: per worker and round, one sparse update of a given density over a
+//! flat model, encoded the same way for both systems (a `paramstore.v1.TensorUpdate`).
+
+use cumulus_proto::paramstore::v1 as pb;
+use hdrhistogram::Histogram;
+use prost::Message;
+use rand::{Rng, SeedableRng};
+
+/// Name of the single tensor holding the benchmark model.
+pub const TENSOR: &str = "model";
+
+/// One worker's update of one round: sorted distinct indices, values in multiples of 1/8.
+pub fn make_update(params: u64, density: f64, worker: usize, round: usize) -> pb::TensorUpdate {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(((worker as u64) << 32) ^ round as u64);
+    let value = |rng: &mut rand::rngs::StdRng| f32::from(rng.random_range(1i8..16)) / 8.0;
+    if density >= 1.0 {
+        let values = (0..params).map(|_| value(&mut rng)).collect();
+        return pb::TensorUpdate {
+            tensor: TENSOR.into(),
+            indices: (0..params).collect(),
+            values,
+            dense_start: None,
+        };
+    }
+    let k = ((params as f64 * density).round() as u64).max(1);
+    let mut indices: Vec<u64> = (0..k).map(|_| rng.random_range(0..params)).collect();
+    indices.sort_unstable();
+    indices.dedup();
+    let values = indices.iter().map(|_| value(&mut rng)).collect();
+    pb::TensorUpdate {
+        tensor: TENSOR.into(),
+        indices,
+        values,
+        dense_start: None,
+    }
+}
+
+/// Encoded size of an update in the shared payload encoding.
+pub fn payload_bytes(indices: &[u64], values: &[f32]) -> u64 {
+    // Encoding a borrowed view would need a copy; the size formula is prost's own.
+    let idx: usize = indices
+        .iter()
+        .map(|&i| prost::encoding::encoded_len_varint(i))
+        .sum();
+    let packed = |n: usize| {
+        if n == 0 {
+            0
+        } else {
+            1 + prost::encoding::encoded_len_varint(n as u64) + n
+        }
+    };
+    (1 + TENSOR.len() + packed(idx) + packed(values.len() * 4)) as u64
+}
+
+/// Encodes an update for Redis.
+pub fn encode(update: &pb::TensorUpdate) -> Vec<u8> {
+    update.encode_to_vec()
+}
+
+/// Latency histogram in microseconds (1 µs .. 10 min, 3 significant digits).
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("constant histogram bounds are valid")
+}
+
+/// Records a duration in a histogram (saturating at its top).
+pub fn record(h: &mut Histogram<u64>, d: std::time::Duration) {
+    let us = u64::try_from(d.as_micros())
+        .unwrap_or(u64::MAX)
+        .clamp(1, 600_000_000);
+    h.saturating_record(us);
+}
