@@ -9,7 +9,8 @@
 //!   default; the statistics are in [`HashedSchema`] so that serving can apply the same);
 //! - categorical column `c` with value `v` is feature `n_numeric + fnv1a(c + "=" + v) % n_buckets`
 //!   with value 1.0. FNV-1a (64-bit) is stable across runs and platforms, unlike std's hasher.
-//!   Colliding features of one row are summed.
+//!   Colliding features of one row are summed. A missing value (Adult writes `?`) is just one more
+//!   category of its column.
 //!
 //! Which columns are numeric: [`HashedCsvOptions::numeric_columns`], or, when `None`, those whose
 //! value in the first data row is a number. A non-number later in a numeric column is an error

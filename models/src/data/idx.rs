@@ -73,6 +73,12 @@ pub fn read(
     let (dims, pixels) = read_idx(images_name, images.1, 3, &limits)?;
     let (label_dims, label_bytes) = read_idx(labels_name, labels.1, 1, &limits)?;
     let (n, rows, cols) = (dims[0], dims[1], dims[2]);
+    if n == 0 || rows == 0 || cols == 0 {
+        return Err(DataError::format(
+            images_name,
+            format!("no images: dimensions {dims:?}"),
+        ));
+    }
     if label_dims[0] != n {
         return Err(DataError::format(
             labels_name,

@@ -45,6 +45,7 @@ mod source;
 mod split;
 mod summary;
 mod tensors;
+mod validate;
 
 pub use csv::{Header, LabelColumn};
 pub use error::DataError;

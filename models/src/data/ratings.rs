@@ -135,7 +135,16 @@ pub fn read(name: &str, reader: impl BufRead, opts: &RatingsOptions) -> Result<R
         limits.check_rows(name, labels.len() + 1)?;
         user_col.push(users.id(fields[u]));
         item_col.push(items.id(fields[i]));
-        limits.check_features(name, users.raw.len().max(items.raw.len()))?;
+        let distinct = users.raw.len().max(items.raw.len());
+        if distinct > limits.max_features {
+            return Err(DataError::TooLarge {
+                file: name.to_string(),
+                reason: format!(
+                    "more than {} distinct users or items (max_features)",
+                    limits.max_features
+                ),
+            });
+        }
         labels.push(rating);
     }
     if labels.is_empty() {

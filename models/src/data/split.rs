@@ -19,6 +19,7 @@ use super::{DataError, Dataset, Features};
 impl Dataset {
     /// The rows at `indices`, in that order (repeats allowed). An index `>= len()` is an error.
     pub fn subset(&self, indices: &[usize]) -> Result<Dataset, DataError> {
+        self.check_lengths()?;
         let n = self.len();
         if let Some(&bad) = indices.iter().find(|&&i| i >= n) {
             return Err(DataError::InvalidArgument(format!(
