@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 
 mod models;
 mod param_store;
+mod bench_runtime;
+mod function;
 mod telemetry;
 
 /// Cumulus: serverless training and serving of ML models.
@@ -38,6 +40,8 @@ enum Command {
 /// The benchmark suites (`cumulus bench <suite>`).
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
+    /// The function platform: cold start, warm overhead, throughput; `--keepalive` compares policies.
+    Runtime(bench_runtime::RuntimeBenchArgs),
     /// The parameter store against Redis: sparse push/pull exchanges of W workers.
     ParamStore(param_store::BenchParamStoreArgs),
 }
@@ -47,7 +51,9 @@ fn main() -> anyhow::Result<()> {
     telemetry::init(&cli.log_level, cli.log_json)?;
     match cli.command {
         Command::Models(command) => models::run(command),
+        Command::Fn(args) => function::run(args),
         Command::Bench(suite) => match suite {
+            BenchCommand::Runtime(args) => bench_runtime::run(args),
             BenchCommand::ParamStore(args) => param_store::bench(args),
         },
         Command::ParamStore(args) => param_store::run(args),

@@ -1,0 +1,615 @@
+//! [`Platform`]: invoke a function by name; it goes to a warm instance, a new one (cold start), the
+//! bounded queue, or a remote URL (HTTP backend), and is billed.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), cumulus_runtime::RuntimeError> {
+//! use std::time::Duration;
+//! use cumulus_runtime::{CumulusConfig, Platform};
+//! let platform = Platform::new(CumulusConfig::default())?;
+//! let out = platform.invoke("builtin-echo", "hi".into(), Duration::from_secs(5)).await?;
+//! assert_eq!(&out.output[..], b"hi");
+//! platform.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::billing::{BillingRecord, Meter};
+use crate::call::{self, CallError, CallHeaders};
+use crate::config::{CumulusConfig, FunctionSpec, valid_function_name};
+use crate::error::{InstanceExit, RuntimeError};
+use crate::local::{LocalBackend, LocalInstance};
+use crate::metrics::{self as m, StartMetric};
+use crate::pool::{Acquire, PoolState, PoolStats};
+
+/// How long to wait for a dead instance's exit status before reporting it.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// One invocation to run.
+#[derive(Debug, Clone)]
+pub struct InvokeRequest {
+    /// The function's name.
+    pub function: String,
+    /// The payload, passed unchanged.
+    pub payload: Bytes,
+    /// Deadline from now; the function's `timeout_ms` when None.
+    pub deadline: Option<Duration>,
+    /// The job billed for it.
+    pub job: Option<String>,
+}
+
+/// How the invocation found its instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartKind {
+    /// It started a new instance.
+    Cold,
+    /// A running instance served it.
+    Warm,
+    /// A remote backend served it (Knative, OpenFaaS decide themselves).
+    Remote,
+}
+
+/// A successful invocation.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The function's answer.
+    pub output: Bytes,
+    /// Cold or warm.
+    pub start: StartKind,
+    /// Spawn-to-ready latency, for cold starts.
+    pub start_latency: Option<Duration>,
+    /// The bill.
+    pub billing: BillingRecord,
+}
+
+/// The function platform. Cheap to clone; every clone is the same platform.
+#[derive(Clone, Debug)]
+pub struct Platform {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: CumulusConfig,
+    epoch: Instant,
+    backend: LocalBackend,
+    client: reqwest::Client,
+    pools: Mutex<HashMap<String, Arc<Pool>>>,
+    meter: Mutex<Meter>,
+    closed: std::sync::atomic::AtomicBool,
+    request_seq: AtomicU64,
+    instance_seq: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Pool {
+    name: String,
+    spec: FunctionSpec,
+    state: Mutex<PoolState>,
+    /// The HTTP backend's bound: permits for running calls, and a count of waiting ones.
+    remote: Option<(Semaphore, AtomicUsize)>,
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        // A panic while holding the lock is a bug in pool.rs; keep serving with its state.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Platform {
+    /// Validates `config`, prepares the local backend and starts the keep-alive task. Must be called
+    /// inside a Tokio runtime.
+    pub fn new(config: CumulusConfig) -> Result<Self, RuntimeError> {
+        config.validate().map_err(RuntimeError::InvalidConfig)?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| RuntimeError::NoRuntime)?;
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| RuntimeError::io("building the HTTP client", std::io::Error::other(e)))?;
+        let backend = LocalBackend::new(&config.functions, client.clone())?;
+        let inner = Arc::new(Inner {
+            config,
+            epoch: Instant::now(),
+            backend,
+            client,
+            pools: Mutex::new(HashMap::new()),
+            meter: Mutex::new(Meter::default()),
+            closed: false.into(),
+            request_seq: AtomicU64::new(0),
+            instance_seq: AtomicU64::new(0),
+        });
+        // Pools of configured functions exist from the start, so min_instances are started now.
+        for name in inner.config.functions.overrides.keys() {
+            inner.pool(name)?;
+        }
+        let interval = Duration::from_millis(inner.config.functions.reap_interval_ms);
+        runtime.spawn(reaper(Arc::downgrade(&inner), interval));
+        Ok(Self { inner })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &CumulusConfig {
+        &self.inner.config
+    }
+
+    /// Invokes `function` with `payload`, waiting at most `deadline` (queue time included).
+    pub async fn invoke(
+        &self,
+        function: &str,
+        payload: Bytes,
+        deadline: Duration,
+    ) -> Result<Invocation, RuntimeError> {
+        self.invoke_request(InvokeRequest {
+            function: function.to_owned(),
+            payload,
+            deadline: Some(deadline),
+            job: None,
+        })
+        .await
+    }
+
+    /// Invokes with every option.
+    #[tracing::instrument(skip(self, request), fields(function = %request.function, job = ?request.job))]
+    pub async fn invoke_request(&self, request: InvokeRequest) -> Result<Invocation, RuntimeError> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(RuntimeError::ShuttingDown);
+        }
+        let pool = inner.pool(&request.function)?;
+        let limit = inner.config.functions.max_payload_bytes;
+        if request.payload.len() > limit {
+            return Err(RuntimeError::PayloadTooLarge {
+                size: request.payload.len(),
+                limit,
+            });
+        }
+        let deadline = request.deadline.unwrap_or_else(|| pool.spec.timeout());
+        let result = match pool.remote {
+            Some(_) => inner.invoke_remote(&pool, &request, deadline).await,
+            None => inner.invoke_local(&pool, &request, deadline).await,
+        };
+        if let Err(e) = &result {
+            m::invocation(&pool.name, e.outcome(), Duration::ZERO, 0.0);
+            tracing::debug!(error = %e, "invocation failed");
+        }
+        result
+    }
+
+    /// Counters of a function's pool (None when it was never invoked nor configured).
+    pub fn stats(&self, function: &str) -> Option<PoolStats> {
+        let pools = self
+            .inner
+            .pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pools.get(function).map(|p| p.lock().stats())
+    }
+
+    /// Addresses of a function's running local instances (diagnostics and benchmarks).
+    pub fn instance_addrs(&self, function: &str) -> Vec<SocketAddr> {
+        let pools = self
+            .inner
+            .pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pools
+            .get(function)
+            .map(|p| p.lock().instances().iter().map(|i| i.addr).collect())
+            .unwrap_or_default()
+    }
+
+    /// Stops a function's idle instances now, whatever the keep-alive says; `min_instances` are
+    /// started again by the next keep-alive tick.
+    pub async fn scale_to_zero(&self, function: &str) {
+        let pool = {
+            let pools = self
+                .inner
+                .pools
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            pools.get(function).cloned()
+        };
+        if let Some(pool) = pool {
+            let idle = pool.lock().take_idle();
+            stop_all(idle).await;
+            m::alive(&pool.name, pool.lock().stats().alive);
+        }
+    }
+
+    /// The billing aggregates so far.
+    pub fn meter(&self) -> Meter {
+        self.inner
+            .meter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Refuses new invocations, stops every instance and removes their cgroups.
+    pub async fn shutdown(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        let pools: Vec<Arc<Pool>> = {
+            let pools = self
+                .inner
+                .pools
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            pools.values().cloned().collect()
+        };
+        for pool in pools {
+            let instances = pool.lock().drain();
+            stop_all(instances).await;
+            m::alive(&pool.name, 0);
+        }
+    }
+}
+
+async fn stop_all(instances: Vec<Arc<LocalInstance>>) {
+    for i in &instances {
+        i.kill();
+    }
+    for i in &instances {
+        i.exited(EXIT_WAIT).await;
+    }
+}
+
+impl Inner {
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
+    }
+
+    fn pool(&self, function: &str) -> Result<Arc<Pool>, RuntimeError> {
+        if !valid_function_name(function) {
+            return Err(RuntimeError::InvalidFunctionName(function.to_owned()));
+        }
+        let mut pools = self
+            .pools
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = pools.get(function) {
+            return Ok(p.clone());
+        }
+        let spec = self.config.functions.spec(function);
+        let remote = spec.url.as_ref().map(|_| {
+            (
+                Semaphore::new(spec.max_instances.saturating_mul(spec.concurrency)),
+                AtomicUsize::new(0),
+            )
+        });
+        let pool = Arc::new(Pool {
+            name: function.to_owned(),
+            state: Mutex::new(PoolState::new(spec.keep_alive.build())),
+            spec,
+            remote,
+        });
+        pools.insert(function.to_owned(), pool.clone());
+        Ok(pool)
+    }
+
+    fn next_request_id(&self) -> String {
+        format!(
+            "{:x}-{}",
+            self.epoch.elapsed().as_nanos() as u64 & 0xffff_ffff,
+            self.request_seq.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    async fn invoke_local(
+        &self,
+        pool: &Arc<Pool>,
+        request: &InvokeRequest,
+        deadline: Duration,
+    ) -> Result<Invocation, RuntimeError> {
+        let begun = Instant::now();
+        let acquired = pool.lock().acquire(&pool.spec, self.now());
+        let (instance, start, start_latency) = match acquired {
+            Acquire::Warm(i) => (i, StartKind::Warm, None),
+            Acquire::Full => {
+                return Err(RuntimeError::QueueFull {
+                    function: pool.name.clone(),
+                    capacity: pool.spec.queue_capacity,
+                });
+            }
+            Acquire::Cold => {
+                let id = self.instance_seq.fetch_add(1, Ordering::Relaxed);
+                match self.backend.start(&pool.name, &pool.spec, id).await {
+                    Ok((i, latency)) => {
+                        let i = Arc::new(i);
+                        let alive = {
+                            let mut st = pool.lock();
+                            st.started(i.clone(), true, self.now());
+                            st.stats().alive
+                        };
+                        m::alive(&pool.name, alive);
+                        m::start(&pool.name, StartMetric::Cold, Some(latency));
+                        (i, StartKind::Cold, Some(latency))
+                    }
+                    Err(e) => {
+                        pool.lock().start_failed(true);
+                        return Err(e);
+                    }
+                }
+            }
+            Acquire::Queued(mut rx) => match tokio::time::timeout(deadline, &mut rx).await {
+                Ok(Ok(i)) => (i, StartKind::Warm, None),
+                _ => {
+                    // Whatever was handed over after we gave up goes back to the pool.
+                    rx.close();
+                    let mut st = pool.lock();
+                    if let Ok(i) = rx.try_recv() {
+                        st.release(&i, true, self.now());
+                    } else {
+                        st.abandon();
+                    }
+                    return Err(RuntimeError::Timeout {
+                        function: pool.name.clone(),
+                        deadline,
+                        instance_killed: false,
+                    });
+                }
+            },
+        };
+        if start == StartKind::Warm {
+            m::start(&pool.name, StartMetric::Warm, None);
+        }
+        let left = deadline.saturating_sub(begun.elapsed());
+        let request_id = self.next_request_id();
+        let headers = CallHeaders {
+            function: &pool.name,
+            request_id: &request_id,
+            memory_mb: pool.spec.memory_mb,
+        };
+        let call_started = Instant::now();
+        let result = call::post_invoke(
+            &self.client,
+            &instance.invoke_url,
+            headers,
+            left,
+            request.payload.clone(),
+        )
+        .await;
+        let duration = call_started.elapsed();
+        let outcome: Result<Bytes, RuntimeError> = match result {
+            Ok(out) => Ok(out),
+            Err(CallError::Function(failure, message)) => Err(RuntimeError::Function {
+                function: pool.name.clone(),
+                failure,
+                message,
+            }),
+            Err(CallError::Timeout) => {
+                instance.kill();
+                Err(RuntimeError::Timeout {
+                    function: pool.name.clone(),
+                    deadline,
+                    instance_killed: true,
+                })
+            }
+            Err(CallError::Transport(reason)) => Err(match instance.exited(EXIT_WAIT).await {
+                Some(InstanceExit::OutOfMemory { limit_mb }) => RuntimeError::OutOfMemory {
+                    function: pool.name.clone(),
+                    limit_mb,
+                },
+                Some(exit) => RuntimeError::InstanceDied {
+                    function: pool.name.clone(),
+                    exit,
+                },
+                None => {
+                    instance.kill();
+                    RuntimeError::Transport {
+                        function: pool.name.clone(),
+                        reason,
+                    }
+                }
+            }),
+        };
+        let healthy = instance.is_alive()
+            && !matches!(
+                &outcome,
+                Err(RuntimeError::Timeout { .. } | RuntimeError::Transport { .. })
+            );
+        let alive = {
+            let mut st = pool.lock();
+            st.release(&instance, healthy, self.now());
+            st.stats().alive
+        };
+        if !healthy {
+            m::alive(&pool.name, alive);
+        }
+        let label = outcome
+            .as_ref()
+            .map_or_else(RuntimeError::outcome, |_| "ok");
+        let billing = self.bill(pool, request, request_id, duration, label);
+        outcome.map(|output| Invocation {
+            output,
+            start,
+            start_latency,
+            billing,
+        })
+    }
+
+    async fn invoke_remote(
+        &self,
+        pool: &Arc<Pool>,
+        request: &InvokeRequest,
+        deadline: Duration,
+    ) -> Result<Invocation, RuntimeError> {
+        let Some((permits, waiting)) = &pool.remote else {
+            return Err(RuntimeError::InvalidConfig(format!(
+                "function {} has no url",
+                pool.name
+            )));
+        };
+        let url = pool
+            .spec
+            .url
+            .as_deref()
+            .map(|u| format!("{}/invoke", u.trim_end_matches('/')))
+            .unwrap_or_default();
+        let begun = Instant::now();
+        let timeout = || RuntimeError::Timeout {
+            function: pool.name.clone(),
+            deadline,
+            instance_killed: false,
+        };
+        let _permit = match permits.try_acquire() {
+            Ok(p) => p,
+            Err(_) => {
+                if waiting.fetch_add(1, Ordering::AcqRel) >= pool.spec.queue_capacity {
+                    waiting.fetch_sub(1, Ordering::AcqRel);
+                    return Err(RuntimeError::QueueFull {
+                        function: pool.name.clone(),
+                        capacity: pool.spec.queue_capacity,
+                    });
+                }
+                let got = tokio::time::timeout(deadline, permits.acquire()).await;
+                waiting.fetch_sub(1, Ordering::AcqRel);
+                match got {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(_)) => return Err(RuntimeError::ShuttingDown),
+                    Err(_) => return Err(timeout()),
+                }
+            }
+        };
+        let request_id = self.next_request_id();
+        let headers = CallHeaders {
+            function: &pool.name,
+            request_id: &request_id,
+            memory_mb: pool.spec.memory_mb,
+        };
+        let left = deadline.saturating_sub(begun.elapsed());
+        let call_started = Instant::now();
+        let result =
+            call::post_invoke(&self.client, &url, headers, left, request.payload.clone()).await;
+        let duration = call_started.elapsed();
+        let outcome = result.map_err(|e| match e {
+            CallError::Function(failure, message) => RuntimeError::Function {
+                function: pool.name.clone(),
+                failure,
+                message,
+            },
+            CallError::Timeout => timeout(),
+            CallError::Transport(reason) => RuntimeError::Transport {
+                function: pool.name.clone(),
+                reason,
+            },
+        });
+        let label = outcome
+            .as_ref()
+            .map_or_else(RuntimeError::outcome, |_| "ok");
+        let billing = self.bill(pool, request, request_id, duration, label);
+        outcome.map(|output| Invocation {
+            output,
+            start: StartKind::Remote,
+            start_latency: None,
+            billing,
+        })
+    }
+
+    fn bill(
+        &self,
+        pool: &Pool,
+        request: &InvokeRequest,
+        request_id: String,
+        duration: Duration,
+        outcome: &'static str,
+    ) -> BillingRecord {
+        let (billed_ms, gb_seconds, cost_usd) =
+            self.config.pricing.bill(pool.spec.memory_mb, 0, duration);
+        let record = BillingRecord {
+            function: pool.name.clone(),
+            job: request.job.clone(),
+            request_id,
+            memory_mb: pool.spec.memory_mb,
+            duration_us: u64::try_from(duration.as_micros()).unwrap_or(u64::MAX),
+            billed_ms,
+            gb_seconds,
+            cost_usd,
+            outcome: outcome.to_owned(),
+        };
+        self.meter
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .record(&record);
+        if outcome == "ok" {
+            m::invocation(&pool.name, outcome, duration, gb_seconds);
+        } else {
+            metrics::gauge!(m::BILLED_GB_SECONDS, "function" => pool.name.clone())
+                .increment(gb_seconds);
+        }
+        record
+    }
+}
+
+/// Enforces keep-alive, pre-warming and `min_instances` every `interval`, until the platform is gone.
+async fn reaper(inner: Weak<Inner>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let pools: Vec<Arc<Pool>> = {
+            let pools = inner
+                .pools
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            pools
+                .values()
+                .filter(|p| p.remote.is_none())
+                .cloned()
+                .collect()
+        };
+        for pool in pools {
+            let plan = pool.lock().reap(&pool.spec, inner.now());
+            let stopped = !plan.stop.is_empty();
+            for i in &plan.stop {
+                i.kill();
+            }
+            for keep_until in plan.start {
+                tokio::spawn(prestart(inner.clone(), pool.clone(), keep_until));
+            }
+            if stopped {
+                m::alive(&pool.name, pool.lock().stats().alive);
+            }
+        }
+    }
+}
+
+/// Starts an instance ahead of invocations (pre-warm, min_instances, queued callers).
+async fn prestart(inner: Arc<Inner>, pool: Arc<Pool>, keep_until: Duration) {
+    let id = inner.instance_seq.fetch_add(1, Ordering::Relaxed);
+    match inner.backend.start(&pool.name, &pool.spec, id).await {
+        Ok((instance, latency)) => {
+            m::start(&pool.name, StartMetric::Prewarm, Some(latency));
+            let alive = {
+                let mut st = pool.lock();
+                st.started(Arc::new(instance), false, keep_until);
+                st.stats().alive
+            };
+            m::alive(&pool.name, alive);
+            if inner.closed.load(Ordering::Acquire) {
+                let instances = pool.lock().drain();
+                stop_all(instances).await;
+            }
+        }
+        Err(e) => {
+            pool.lock().start_failed(false);
+            tracing::warn!(error = %e, "pre-start failed");
+        }
+    }
+}
