@@ -98,3 +98,23 @@ impl DataError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_cross_threads_and_convert_to_boxed_errors() {
+        // clap's FromStr value parser and anyhow need Send + Sync + 'static errors.
+        fn assert_bounds<T: std::error::Error + Send + Sync + 'static>() {}
+        assert_bounds::<DataError>();
+    }
+
+    #[test]
+    fn messages_name_file_line_column_and_reason() {
+        let e = DataError::parse("train.svm", 3, "feature index 0 is invalid");
+        assert_eq!(e.to_string(), "train.svm:3: feature index 0 is invalid");
+        let e = DataError::format("t10k-images-idx3-ubyte", "truncated").in_column(2);
+        assert_eq!(e.to_string(), "t10k-images-idx3-ubyte: truncated");
+    }
+}
