@@ -22,7 +22,11 @@ fn run() -> Result<f64, ModelError> {
     let (train, test) = digits::load()?.train_test_split(0.2, 42)?;
     let (x_train, y_train) = train.dense_tensors(&device)?;
     let (x_test, y_test) = test.dense_tensors(&device)?;
-    println!("digits: {} training and {} held-out examples", train.len(), test.len());
+    println!(
+        "digits: {} training and {} held-out examples",
+        train.len(),
+        test.len()
+    );
 
     let model = Model::with_seed(&ModelConfig::default_for("mlp")?, &device, 42)?;
     let optimizer = OptimizerConfig::Adam {
@@ -39,12 +43,22 @@ fn run() -> Result<f64, ModelError> {
         seed: 7,
     };
     let start = Instant::now();
-    let losses = fit(&model, &x_train, &y_train, Loss::CrossEntropy, opt.as_mut(), &options)?;
+    let losses = fit(
+        &model,
+        &x_train,
+        &y_train,
+        Loss::CrossEntropy,
+        opt.as_mut(),
+        &options,
+    )?;
     for (epoch, loss) in losses.iter().enumerate() {
         println!("epoch {:>2}  loss {loss:.4}", epoch + 1);
     }
     let accuracy = evaluate(&model, &x_test, &y_test, Metric::Accuracy, 256)?;
-    println!("trained in {:.2?}; held-out accuracy {accuracy:.4}", start.elapsed());
+    println!(
+        "trained in {:.2?}; held-out accuracy {accuracy:.4}",
+        start.elapsed()
+    );
     Ok(accuracy)
 }
 

@@ -94,7 +94,7 @@ impl Linear {
 
     /// FLOPs for `rows` input rows.
     pub fn flops(&self, rows: usize) -> u64 {
-        let (out, inp) = self.weight.dims2().map(|(o, i)| (o, i)).unwrap_or((0, 0));
+        let (out, inp) = self.weight.dims2().unwrap_or((0, 0));
         (2 * rows * inp * out + rows * out) as u64
     }
 }

@@ -141,6 +141,44 @@ impl Model {
         Ok(ys)
     }
 
+    /// A valid, deterministic input of `batch` examples at the config's [`input_shape`]
+    /// (ModelConfig::input_shape): floats in [-1, 1], ids spread over their range. For profiling
+    /// and benchmarks.
+    pub fn example_input(&self, batch: usize) -> Result<Tensor> {
+        let shape = self.config.input_shape(batch);
+        let n: usize = shape.iter().product();
+        let wave = |i: usize| ((i as f64) * 0.37).sin();
+        let tensor = match &self.config {
+            ModelConfig::Pmf(c) => {
+                let ids: Vec<u32> = (0..n)
+                    .map(|i| if i % 2 == 0 { (i / 2 * 7919) % c.n_users } else { (i / 2 * 104_729) % c.n_items } as u32)
+                    .collect();
+                Tensor::from_vec(ids, shape, &self.device)?
+            }
+            ModelConfig::Transformer(c) => {
+                let ids: Vec<u32> = (0..n).map(|i| ((i * 7919) % c.vocab_size) as u32).collect();
+                Tensor::from_vec(ids, shape, &self.device)?
+            }
+            ModelConfig::SparseLogreg(c) => {
+                let pairs: Vec<f32> = (0..n)
+                    .map(|i| {
+                        if i % 2 == 0 {
+                            ((i / 2 * 7919) % c.n_features) as f32
+                        } else {
+                            wave(i) as f32
+                        }
+                    })
+                    .collect();
+                Tensor::from_vec(pairs, shape, &self.device)?.to_dtype(self.dtype)?
+            }
+            _ => {
+                let values: Vec<f32> = (0..n).map(|i| wave(i) as f32).collect();
+                Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.dtype)?
+            }
+        };
+        Ok(tensor)
+    }
+
     /// Per-layer metadata for a model input of `input_shape` (batch included), shapes chained
     /// through the layers.
     pub fn layer_infos(&self, input_shape: &[usize]) -> Result<Vec<LayerInfo>> {

@@ -34,10 +34,15 @@ fn save_then_load_is_bit_identical_for_every_architecture() {
         assert_eq!(bits(&a), bits(&b), "{arch}");
         for (name, var) in model.named_vars(false) {
             let other = back.var(&name).expect("same names");
-            assert_eq!(bits(var.as_tensor()), bits(other.as_tensor()), "{arch} {name}");
+            assert_eq!(
+                bits(var.as_tensor()),
+                bits(other.as_tensor()),
+                "{arch} {name}"
+            );
         }
         // The safetensors keys are exactly the parameter names.
-        let stored = candle_core::safetensors::load(dir.path().join(WEIGHTS_FILE), &dev).expect("readable");
+        let stored =
+            candle_core::safetensors::load(dir.path().join(WEIGHTS_FILE), &dev).expect("readable");
         let mut keys: Vec<_> = stored.keys().cloned().collect();
         let mut names: Vec<_> = model.param_infos().into_iter().map(|p| p.name).collect();
         keys.sort();
@@ -62,7 +67,10 @@ fn assert_refused(dir: &Path, tensor: &str) {
     let err = Model::load(dir, &Device::Cpu).expect_err("damaged file must be refused");
     let msg = err.to_string();
     assert!(matches!(err, ModelError::Checkpoint { .. }), "{msg}");
-    assert!(msg.contains(WEIGHTS_FILE) && msg.contains(&dir.display().to_string()), "no file in: {msg}");
+    assert!(
+        msg.contains(WEIGHTS_FILE) && msg.contains(&dir.display().to_string()),
+        "no file in: {msg}"
+    );
     assert!(msg.contains(tensor), "no `{tensor}` in: {msg}");
 }
 
@@ -77,7 +85,13 @@ fn offsets(bytes: &[u8]) -> (usize, HashMap<String, (usize, usize)>) {
         .filter(|(k, _)| *k != "__metadata__")
         .map(|(k, v)| {
             let o = &v["data_offsets"];
-            (k.clone(), (o[0].as_u64().expect("u64") as usize, o[1].as_u64().expect("u64") as usize))
+            (
+                k.clone(),
+                (
+                    o[0].as_u64().expect("u64") as usize,
+                    o[1].as_u64().expect("u64") as usize,
+                ),
+            )
         })
         .collect();
     (8 + n, map)
@@ -126,7 +140,10 @@ fn corrupted_weights_are_refused_naming_the_tensor() {
     let header = String::from_utf8(bytes[8..start].to_vec()).expect("utf8");
     let (b0, e0) = map["layers.0.bias"];
     let bad = header.replace(&format!("[{b0},{e0}]"), &format!("[{b0},{}]", e0 + 4));
-    assert_eq!(bad.len(), n + (e0 + 4).to_string().len() - e0.to_string().len());
+    assert_eq!(
+        bad.len(),
+        n + (e0 + 4).to_string().len() - e0.to_string().len()
+    );
     let mut shifted = (bad.len() as u64).to_le_bytes().to_vec();
     shifted.extend_from_slice(bad.as_bytes());
     shifted.extend_from_slice(&bytes[start..]);
@@ -139,9 +156,13 @@ fn mismatched_tensors_are_refused_naming_the_tensor() {
     let dev = Device::Cpu;
     let dir = tempfile::tempdir().expect("tempdir");
     let (model, file) = saved_mlp(dir.path());
-    let good: HashMap<String, Tensor> =
-        model.named_vars(false).into_iter().map(|(n, v)| (n, v.as_tensor().clone())).collect();
-    let write = |map: &HashMap<String, Tensor>| candle_core::safetensors::save(map, &file).expect("write");
+    let good: HashMap<String, Tensor> = model
+        .named_vars(false)
+        .into_iter()
+        .map(|(n, v)| (n, v.as_tensor().clone()))
+        .collect();
+    let write =
+        |map: &HashMap<String, Tensor>| candle_core::safetensors::save(map, &file).expect("write");
 
     let mut missing = good.clone();
     missing.remove("layers.2.bias");
@@ -149,7 +170,10 @@ fn mismatched_tensors_are_refused_naming_the_tensor() {
     assert_refused(dir.path(), "layers.2.bias");
 
     let mut shape = good.clone();
-    shape.insert("layers.1.weight".into(), Tensor::zeros((4, 6), DType::F32, &dev).expect("zeros"));
+    shape.insert(
+        "layers.1.weight".into(),
+        Tensor::zeros((4, 6), DType::F32, &dev).expect("zeros"),
+    );
     write(&shape);
     assert_refused(dir.path(), "layers.1.weight");
 
@@ -160,7 +184,10 @@ fn mismatched_tensors_are_refused_naming_the_tensor() {
     assert_refused(dir.path(), "layers.0.bias");
 
     let mut extra = good.clone();
-    extra.insert("layers.9.weight".into(), Tensor::zeros(3, DType::F32, &dev).expect("zeros"));
+    extra.insert(
+        "layers.9.weight".into(),
+        Tensor::zeros(3, DType::F32, &dev).expect("zeros"),
+    );
     write(&extra);
     assert_refused(dir.path(), "layers.9.weight");
 
@@ -178,16 +205,23 @@ fn bad_config_files_are_refused_naming_the_file_and_key() {
 
     let cases = [
         (text.replace("\"hidden\"", "\"hiden\""), "hiden"),
-        (text.replacen("\"n_outputs\": 3", "\"n_outputs\": 0", 1), "n_outputs"),
+        (
+            text.replacen("\"n_outputs\": 3", "\"n_outputs\": 0", 1),
+            "n_outputs",
+        ),
         (text.replacen("\"FP32\"", "\"FP16\"", 1), "inputs"),
         ("{".to_string(), "EOF"),
     ];
     for (body, key) in cases {
         std::fs::write(&path, &body).expect("write");
-        let msg = Model::load(dir.path(), &Device::Cpu).expect_err(key).to_string();
+        let msg = Model::load(dir.path(), &Device::Cpu)
+            .expect_err(key)
+            .to_string();
         assert!(msg.contains(CONFIG_FILE) && msg.contains(key), "{msg}");
     }
     std::fs::remove_file(&path).expect("rm");
-    let msg = Model::load(dir.path(), &Device::Cpu).expect_err("missing").to_string();
+    let msg = Model::load(dir.path(), &Device::Cpu)
+        .expect_err("missing")
+        .to_string();
     assert!(msg.contains(CONFIG_FILE), "{msg}");
 }

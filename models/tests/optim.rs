@@ -20,13 +20,23 @@ fn loss_and_grad(loss: Loss, z: &[f64], shape: &[usize], y: &[f64]) -> (f64, Vec
     let y = Tensor::from_slice(y, y.len(), &dev).expect("targets");
     let l = loss.compute(z.as_tensor(), &y).expect("loss");
     let g = l.backward().expect("backward");
-    let grad = g.get(&z).expect("gradient").flatten_all().and_then(|t| t.to_vec1()).expect("vec");
+    let grad = g
+        .get(&z)
+        .expect("gradient")
+        .flatten_all()
+        .and_then(|t| t.to_vec1())
+        .expect("vec");
     (l.to_scalar::<f64>().expect("scalar"), grad)
 }
 
 #[test]
 fn cross_entropy_matches_pytorch() {
-    let (l, g) = loss_and_grad(Loss::CrossEntropy, &[0.5, -1.2, 2.0, 1.5, 0.3, -0.7], &[2, 3], &[2.0, 0.0]);
+    let (l, g) = loss_and_grad(
+        Loss::CrossEntropy,
+        &[0.5, -1.2, 2.0, 1.5, 0.3, -0.7],
+        &[2, 3],
+        &[2.0, 0.0],
+    );
     assert_close(&[l], &[0.2896007068966563], 1e-12, "loss");
     let want = [
         0.08827102943318557,
@@ -42,9 +52,18 @@ fn cross_entropy_matches_pytorch() {
 #[test]
 fn binary_logistic_matches_pytorch_and_is_stable() {
     // The logit 30 with target 0 overflows a naive log(sigmoid) formulation.
-    let (l, g) = loss_and_grad(Loss::BinaryLogistic, &[0.8, -2.5, 30.0], &[3, 1], &[1.0, 0.0, 0.0]);
+    let (l, g) = loss_and_grad(
+        Loss::BinaryLogistic,
+        &[0.8, -2.5, 30.0],
+        &[3, 1],
+        &[1.0, 0.0, 0.0],
+    );
     assert_close(&[l], &[10.14999680008014], 1e-12, "loss");
-    let want = [-0.10334183962412917, 0.025286060007081182, 0.3333333333333022];
+    let want = [
+        -0.10334183962412917,
+        0.025286060007081182,
+        0.3333333333333022,
+    ];
     assert_close(&g, &want, 1e-12, "grad");
 }
 
@@ -60,11 +79,20 @@ fn losses_refuse_mismatched_targets() {
     let dev = Device::Cpu;
     let z = Tensor::zeros((2, 3), DType::F64, &dev).expect("zeros");
     let three = Tensor::zeros(3, DType::F64, &dev).expect("zeros");
-    assert!(Loss::CrossEntropy.compute(&z, &three).is_err(), "3 targets for 2 rows");
+    assert!(
+        Loss::CrossEntropy.compute(&z, &three).is_err(),
+        "3 targets for 2 rows"
+    );
     let bad_label = Tensor::new(&[0.0f64, 3.0], &dev).expect("labels");
-    assert!(Loss::CrossEntropy.compute(&z, &bad_label).is_err(), "class 3 of 3");
+    assert!(
+        Loss::CrossEntropy.compute(&z, &bad_label).is_err(),
+        "class 3 of 3"
+    );
     let two = Tensor::zeros(2, DType::F64, &dev).expect("zeros");
-    assert!(Loss::Mse.compute(&z, &two).is_err(), "3 outputs per row for MSE");
+    assert!(
+        Loss::Mse.compute(&z, &two).is_err(),
+        "3 outputs per row for MSE"
+    );
 }
 
 /// Three steps on `L(w) = sum(c * w^2 + w)`, `c = [1, 2, 0.5]`, from `w = [0.5, -1, 2]`.
@@ -86,14 +114,25 @@ fn three_steps(json: &str) -> Vec<f64> {
 #[test]
 fn optimizers_match_pytorch_after_three_steps() {
     let cases: [(&str, [f64; 3]); 6] = [
-        (r#"{"kind":"sgd","lr":0.1}"#, [0.01199999999999997, -0.412, 1.187]),
+        (
+            r#"{"kind":"sgd","lr":0.1}"#,
+            [0.01199999999999997, -0.412, 1.187],
+        ),
         (
             r#"{"kind":"sgd","lr":0.1,"momentum":0.9}"#,
-            [-0.4380000000000001, 0.15500000000000005, 0.45799999999999985],
+            [
+                -0.4380000000000001,
+                0.15500000000000005,
+                0.45799999999999985,
+            ],
         ),
         (
             r#"{"kind":"sgd","lr":0.1,"momentum":0.9,"nesterov":true,"weight_decay":0.01}"#,
-            [-0.6088857930295001, 0.07602264375900002, -0.02770671901800028],
+            [
+                -0.6088857930295001,
+                0.07602264375900002,
+                -0.02770671901800028,
+            ],
         ),
         (
             r#"{"kind":"adagrad","lr":0.5}"#,
@@ -127,7 +166,9 @@ fn optimizer_configs_are_validated() {
         let err = cfg.validate().expect_err(json).to_string();
         assert!(err.contains(&format!("`{field}`")), "{err}");
     }
-    assert!(serde_json::from_str::<OptimizerConfig>(r#"{"kind":"sgd","lr":0.1,"moment":0.9}"#).is_err());
+    assert!(
+        serde_json::from_str::<OptimizerConfig>(r#"{"kind":"sgd","lr":0.1,"moment":0.9}"#).is_err()
+    );
 }
 
 /// Sparse logistic regression and PMF gather rows: a step's gradient is zero (exactly) in every
@@ -135,15 +176,23 @@ fn optimizer_configs_are_validated() {
 #[test]
 fn gradients_reach_only_touched_rows() {
     let dev = Device::Cpu;
-    let cfg: ModelConfig = serde_json::from_str(r#"{"arch":"sparse_logreg","n_features":10}"#).expect("valid");
+    let cfg: ModelConfig =
+        serde_json::from_str(r#"{"arch":"sparse_logreg","n_features":10}"#).expect("valid");
     let model = Model::new(&cfg, &dev).expect("builds");
     // Features 2 and 7 (and the padding pair (0, 0.0), which touches row 0 with weight 0).
     let xs = Tensor::new(&[[[2.0f32, 1.5], [7.0, -0.5], [0.0, 0.0]]], &dev).expect("pairs");
     let y = Tensor::new(&[1.0f32], &dev).expect("label");
-    let l = Loss::BinaryLogistic.compute(&model.forward_t(&xs, true).expect("fwd"), &y).expect("loss");
+    let l = Loss::BinaryLogistic
+        .compute(&model.forward_t(&xs, true).expect("fwd"), &y)
+        .expect("loss");
     let grads = l.backward().expect("backward");
     let w = model.var("layers.0.weight").expect("weight");
-    let g: Vec<f32> = grads.get(&w).expect("grad").flatten_all().and_then(|t| t.to_vec1()).expect("vec");
+    let g: Vec<f32> = grads
+        .get(&w)
+        .expect("grad")
+        .flatten_all()
+        .and_then(|t| t.to_vec1())
+        .expect("vec");
     for (row, v) in g.iter().enumerate() {
         assert_eq!(*v != 0.0, row == 2 || row == 7, "row {row}: {v}");
     }
@@ -152,9 +201,14 @@ fn gradients_reach_only_touched_rows() {
     assert_eq!(g[7], 0.25);
 
     let cfg: ModelConfig =
-        serde_json::from_str(r#"{"arch":"pmf","n_users":5,"n_items":6,"n_factors":2}"#).expect("valid");
+        serde_json::from_str(r#"{"arch":"pmf","n_users":5,"n_items":6,"n_factors":2}"#)
+            .expect("valid");
     let model = Model::new(&cfg, &dev).expect("builds");
-    let before = model.var("layers.0.item_factors").expect("items").flatten_all().and_then(|t| t.to_vec1::<f32>());
+    let before = model
+        .var("layers.0.item_factors")
+        .expect("items")
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<f32>());
     let mut opt = OptimizerConfig::Sgd {
         lr: 0.1,
         momentum: 0.0,
@@ -165,9 +219,15 @@ fn gradients_reach_only_touched_rows() {
     .expect("sgd");
     let ids = Tensor::new(&[[1u32, 3], [4, 3]], &dev).expect("ids");
     let y = Tensor::new(&[4.0f32, 2.0], &dev).expect("ratings");
-    let l = Loss::Mse.compute(&model.forward_t(&ids, true).expect("fwd"), &y).expect("loss");
+    let l = Loss::Mse
+        .compute(&model.forward_t(&ids, true).expect("fwd"), &y)
+        .expect("loss");
     opt.step(&l.backward().expect("backward")).expect("step");
-    let after = model.var("layers.0.item_factors").expect("items").flatten_all().and_then(|t| t.to_vec1::<f32>());
+    let after = model
+        .var("layers.0.item_factors")
+        .expect("items")
+        .flatten_all()
+        .and_then(|t| t.to_vec1::<f32>());
     let (before, after) = (before.expect("vec"), after.expect("vec"));
     for item in 0..6 {
         let changed = before[2 * item..2 * item + 2] != after[2 * item..2 * item + 2];

@@ -26,7 +26,8 @@ fn train_digits(epochs: usize) -> (Vec<f64>, f64) {
         .expect("split");
     let (x, y) = train.dense_tensors(&dev).expect("train tensors");
     let (xt, yt) = test.dense_tensors(&dev).expect("test tensors");
-    let model = Model::with_seed(&ModelConfig::default_for("mlp").expect("mlp"), &dev, 42).expect("builds");
+    let model =
+        Model::with_seed(&ModelConfig::default_for("mlp").expect("mlp"), &dev, 42).expect("builds");
     let mut opt = adam(3e-3).build(model.vars()).expect("adam");
     let options = FitOptions {
         epochs,
@@ -42,7 +43,10 @@ fn train_digits(epochs: usize) -> (Vec<f64>, f64) {
 fn mlp_learns_digits_to_95_percent_held_out() {
     let (losses, accuracy) = train_digits(20);
     assert_eq!(losses.len(), 20);
-    assert!(losses[19] < losses[0] / 10.0, "loss fell too little: {losses:?}");
+    assert!(
+        losses[19] < losses[0] / 10.0,
+        "loss fell too little: {losses:?}"
+    );
     assert!(accuracy >= 0.95, "held-out accuracy {accuracy}");
 }
 
@@ -65,7 +69,9 @@ fn pmf_fits_a_low_rank_matrix() {
     for u in 0..users {
         for i in 0..items {
             let (uf, itf) = (u as f32, i as f32);
-            let r = 3.0 + 0.8 * (uf * 0.7).sin() * (itf * 0.9).cos() + 0.5 * (uf * 0.3).cos() * (itf * 0.4).sin()
+            let r = 3.0
+                + 0.8 * (uf * 0.7).sin() * (itf * 0.9).cos()
+                + 0.5 * (uf * 0.3).cos() * (itf * 0.4).sin()
                 + 0.1 * (uf - 6.0) / 6.0;
             ids.extend([u, i]);
             ratings.push(r);
@@ -75,7 +81,8 @@ fn pmf_fits_a_low_rank_matrix() {
     let x = Tensor::from_vec(ids, (n, 2), &dev).expect("ids");
     let y = Tensor::from_vec(ratings, n, &dev).expect("ratings");
     let cfg: ModelConfig =
-        serde_json::from_str(r#"{"arch":"pmf","n_users":12,"n_items":9,"n_factors":4}"#).expect("valid");
+        serde_json::from_str(r#"{"arch":"pmf","n_users":12,"n_items":9,"n_factors":4}"#)
+            .expect("valid");
     let model = Model::with_seed(&cfg, &dev, 1).expect("builds");
     let before = evaluate(&model, &x, &y, Metric::Rmse, 64).expect("rmse");
     let mut opt = adam(0.05).build(model.vars()).expect("adam");
@@ -86,14 +93,18 @@ fn pmf_fits_a_low_rank_matrix() {
     };
     fit(&model, &x, &y, Loss::Mse, opt.as_mut(), &options).expect("fit");
     let after = evaluate(&model, &x, &y, Metric::Rmse, 64).expect("rmse");
-    assert!(before > 2.5, "ratings around 3 from a zero-bias start: {before}");
+    assert!(
+        before > 2.5,
+        "ratings around 3 from a zero-bias start: {before}"
+    );
     assert!(after < 0.1, "training RMSE {after} (from {before})");
 }
 
 #[test]
 fn fit_refuses_mismatched_inputs() {
     let dev = Device::Cpu;
-    let model = Model::new(&ModelConfig::default_for("logreg").expect("logreg"), &dev).expect("builds");
+    let model =
+        Model::new(&ModelConfig::default_for("logreg").expect("logreg"), &dev).expect("builds");
     let x = Tensor::zeros((4, 64), candle_core::DType::F32, &dev).expect("x");
     let y = Tensor::zeros(3, candle_core::DType::F32, &dev).expect("y");
     let mut opt = adam(0.1).build(model.vars()).expect("adam");
@@ -104,6 +115,19 @@ fn fit_refuses_mismatched_inputs() {
     };
     assert!(fit(&model, &x, &y, Loss::CrossEntropy, opt.as_mut(), &options).is_err());
     let y = Tensor::zeros(4, candle_core::DType::F32, &dev).expect("y");
-    let zero_batch = FitOptions { batch_size: 0, ..options };
-    assert!(fit(&model, &x, &y, Loss::CrossEntropy, opt.as_mut(), &zero_batch).is_err());
+    let zero_batch = FitOptions {
+        batch_size: 0,
+        ..options
+    };
+    assert!(
+        fit(
+            &model,
+            &x,
+            &y,
+            Loss::CrossEntropy,
+            opt.as_mut(),
+            &zero_batch
+        )
+        .is_err()
+    );
 }
