@@ -78,7 +78,7 @@ pub fn dense(tensor: &str, start: u64, values: Vec<f32>) -> SparseUpdate {
 pub struct ChangedTensor {
     /// Tensor name.
     pub tensor: String,
-    /// Flat indices (ascending within each chunk).
+    /// Flat indices (in no particular order).
     pub indices: Vec<u64>,
     /// Current values.
     pub values: Vec<f32>,
