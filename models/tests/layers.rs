@@ -191,5 +191,9 @@ fn default_configs_build() {
             spec[1..],
             "{arch}"
         );
+        // The example input is valid and runs.
+        let xs = model.example_input(2).expect("example input");
+        let ys = model.forward_t(&xs, false).expect("default forward");
+        assert_eq!(ys.dims(), out.as_slice(), "{arch}");
     }
 }
