@@ -18,7 +18,7 @@
 use candle_core::{D, DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::layer::{Init, ParamScope};
 
 /// `a.b`, or `b` when `a` is empty.
@@ -293,11 +293,51 @@ pub fn gather_rows(table: &Tensor, ids: &Tensor) -> candle_core::Result<Tensor> 
     rows.reshape(shape)
 }
 
-/// Largest id in a `U32` tensor, for range checks before an index-select.
-pub fn max_id(ids: &Tensor) -> candle_core::Result<Option<u32>> {
-    if ids.elem_count() == 0 {
-        return Ok(None);
+/// Check that `ids` holds integer ids (U8, U32 or I64) in `0..limit`; `what` names them in the
+/// error ("token id", "user id", ...).
+pub fn check_ids(layer: &str, what: &str, ids: &Tensor, limit: usize) -> Result<()> {
+    if !matches!(ids.dtype(), DType::U8 | DType::U32 | DType::I64) {
+        return Err(ModelError::input(
+            layer,
+            format!("{what}s must be integers (UINT32), got {:?}", ids.dtype()),
+        ));
     }
-    let ids = ids.to_dtype(DType::U32)?;
-    Ok(Some(ids.flatten_all()?.max(0)?.to_scalar::<u32>()?))
+    if ids.elem_count() == 0 {
+        return Ok(());
+    }
+    let flat = ids.flatten_all()?.to_dtype(DType::I64)?;
+    let min = flat.min(0)?.to_scalar::<i64>()?;
+    let max = flat.max(0)?.to_scalar::<i64>()?;
+    if min < 0 {
+        return Err(ModelError::input(
+            layer,
+            format!("{what} {min} is negative"),
+        ));
+    }
+    if max as u64 >= limit as u64 {
+        return Err(ModelError::input(
+            layer,
+            format!("{what} {max} out of range (the model has {limit})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Check that float-coded ids (sparse feature indices) are whole numbers in `0..limit`.
+pub fn check_float_ids(layer: &str, what: &str, ids: &Tensor, limit: usize) -> Result<()> {
+    let values = ids.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+    for v in values {
+        if !(v >= 0.0 && v < limit as f64 && v.fract() == 0.0) {
+            return Err(ModelError::input(
+                layer,
+                format!("{what} {v} is not a whole number in [0, {limit})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An input error as a candle error, for checks inside `forward_t`.
+pub fn to_candle(err: ModelError) -> candle_core::Error {
+    candle_core::Error::Msg(err.to_string())
 }

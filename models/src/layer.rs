@@ -69,6 +69,12 @@ pub trait Layer: Send + Sync {
     fn params(&self) -> &[ParamInfo];
     /// Output shape for an input shape (batch dimension included); an error names what does not fit.
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>>;
+    /// Check an input's values beyond its shape (id ranges, dtypes); the default accepts all.
+    /// [`Model::forward_range`](crate::Model::forward_range) calls it on the first layer of a range
+    /// so that bad ids are an input error, not a failure inside a kernel.
+    fn check_input(&self, _xs: &Tensor) -> Result<()> {
+        Ok(())
+    }
     /// Estimated floating-point operations of one forward pass (a multiply-add counts 2).
     fn flops(&self, input: &[usize]) -> u64;
     /// Forward pass; `train` enables dropout and batch statistics.

@@ -52,14 +52,16 @@ impl Loss {
                     )));
                 }
                 let classes = output.dim(1)?;
-                let labels = targets.to_dtype(DType::U32)?;
-                if let Some(max) = crate::blocks::max_id(&labels)?
-                    && max as usize >= classes
+                let labels = targets.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+                if let Some(bad) = labels
+                    .iter()
+                    .find(|&&l| !(l >= 0.0 && l < classes as f64 && l.fract() == 0.0))
                 {
                     return Err(ModelError::Training(format!(
-                        "label {max} out of range for {classes} classes"
+                        "label {bad} is not a class index in [0, {classes})"
                     )));
                 }
+                let labels = targets.to_dtype(DType::U32)?;
                 // log-softmax written with plain ops so it differentiates for every float dtype.
                 let max = output.max_keepdim(D::Minus1)?.detach();
                 let shifted = output.broadcast_sub(&max)?;

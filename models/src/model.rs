@@ -127,6 +127,7 @@ impl Model {
         }
         let layer = &self.layers[first];
         layer.output_shape(xs.dims())?;
+        layer.check_input(xs)?;
         let ids_ok = first == 0 && self.config.takes_ids();
         if !ids_ok && xs.dtype() != self.dtype {
             return Err(ModelError::input(

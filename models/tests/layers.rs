@@ -97,6 +97,12 @@ fn bad_ranges_and_inputs_are_refused() {
         .forward_t(&ids, false)
         .expect_err("token 99 outside vocab 7");
     assert!(err.to_string().contains("token id 99"), "{err}");
+    assert!(matches!(err, ModelError::Input { .. }), "{err}");
+    let float_ids = candle_core::Tensor::new(&[[1f32, 2.0]], &dev).expect("ids");
+    let err = model
+        .forward_t(&float_ids, false)
+        .expect_err("float token ids");
+    assert!(err.to_string().contains("integers"), "{err}");
 
     let cfg = tiny("pmf");
     let model = Model::new(&cfg, &dev).expect("builds");
@@ -106,7 +112,17 @@ fn bad_ranges_and_inputs_are_refused() {
     let cfg = tiny("sparse_logreg");
     let model = Model::new(&cfg, &dev).expect("builds");
     let pairs = candle_core::Tensor::new(&[[[11f32, 1.0]]], &dev).expect("pairs");
-    assert!(model.forward_t(&pairs, false).is_err(), "feature 11 of 11");
+    let err = model
+        .forward_t(&pairs, false)
+        .expect_err("feature 11 of 11");
+    assert!(matches!(err, ModelError::Input { .. }), "{err}");
+    for bad in [-1.0f32, 2.5, f32::NAN] {
+        let pairs = candle_core::Tensor::new(&[[[bad, 1.0]]], &dev).expect("pairs");
+        assert!(
+            model.forward_t(&pairs, false).is_err(),
+            "feature index {bad}"
+        );
+    }
 }
 
 /// Same seed, same weights; another seed, other weights.

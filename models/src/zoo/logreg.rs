@@ -10,7 +10,7 @@
 
 use candle_core::{D, DType, Tensor};
 
-use crate::blocks::{gather_rows, max_id};
+use crate::blocks::{check_float_ids, gather_rows, to_candle};
 use crate::config::{LogregConfig, SparseLogregConfig};
 use crate::error::Result;
 use crate::layer::{Init, Layer, ParamBuilder, ParamInfo, expect_dim, expect_rank};
@@ -98,6 +98,11 @@ impl Layer for SparseLinear {
         Ok(vec![input[0], self.n_outputs])
     }
 
+    fn check_input(&self, xs: &Tensor) -> Result<()> {
+        let index = xs.narrow(D::Minus1, 0, 1)?;
+        check_float_ids(&self.name, "feature index", &index, self.n_features)
+    }
+
     fn flops(&self, input: &[usize]) -> u64 {
         let pairs: usize = input.iter().take(2).product();
         (2 * pairs * self.n_outputs + input.first().copied().unwrap_or(0) * self.n_outputs) as u64
@@ -107,28 +112,8 @@ impl Layer for SparseLinear {
         let (batch, k, _) = xs.dims3()?;
         let index = xs.narrow(D::Minus1, 0, 1)?.squeeze(D::Minus1)?;
         let values = xs.narrow(D::Minus1, 1, 1)?;
-        let min = if index.elem_count() == 0 {
-            0.0
-        } else {
-            index
-                .flatten_all()?
-                .min(0)?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?
-        };
-        if min < 0.0 {
-            candle_core::bail!("{}: feature index {min} is negative", self.name)
-        }
+        check_float_ids(&self.name, "feature index", &index, self.n_features).map_err(to_candle)?;
         let ids = index.to_dtype(DType::U32)?;
-        if let Some(max) = max_id(&ids)?
-            && max as usize >= self.n_features
-        {
-            candle_core::bail!(
-                "{}: feature index {max} is outside the hashed space of {} features",
-                self.name,
-                self.n_features
-            )
-        }
         let rows = gather_rows(&self.weight, &ids)?; // [batch, k, n_outputs]
         let weighted = rows.broadcast_mul(&values)?;
         let summed = if k == 0 {

@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::blocks::{gather_rows, max_id};
+use crate::blocks::{check_ids, gather_rows, to_candle};
 use crate::config::PmfConfig;
 use crate::error::Result;
 use crate::layer::{Init, Layer, ParamBuilder, ParamInfo, expect_dim, expect_rank};
@@ -74,28 +74,21 @@ impl Layer for MatrixFactorization {
         Ok(vec![input[0]])
     }
 
+    fn check_input(&self, xs: &Tensor) -> Result<()> {
+        check_ids(&self.name, "user id", &xs.narrow(1, 0, 1)?, self.n_users)?;
+        check_ids(&self.name, "item id", &xs.narrow(1, 1, 1)?, self.n_items)
+    }
+
     fn flops(&self, input: &[usize]) -> u64 {
         let k = self.user_factors.dims().get(1).copied().unwrap_or(0);
         (input.first().copied().unwrap_or(0) * (2 * k + 3)) as u64
     }
 
     fn forward_t(&self, xs: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
+        self.check_input(xs).map_err(to_candle)?;
         let ids = xs.to_dtype(DType::U32)?;
         let users = ids.narrow(1, 0, 1)?.squeeze(1)?;
         let items = ids.narrow(1, 1, 1)?.squeeze(1)?;
-        for (what, t, n) in [
-            ("user", &users, self.n_users),
-            ("item", &items, self.n_items),
-        ] {
-            if let Some(max) = max_id(t)?
-                && max as usize >= n
-            {
-                candle_core::bail!(
-                    "{}: {what} id {max} out of range (model has {n})",
-                    self.name
-                )
-            }
-        }
         let p = gather_rows(&self.user_factors, &users)?;
         let q = gather_rows(&self.item_factors, &items)?;
         let dot = (p * q)?.sum(1)?;

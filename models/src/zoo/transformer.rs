@@ -11,7 +11,9 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::blocks::{LayerNorm, Linear, dropout, gather_rows, max_id, softmax_last_dim};
+use crate::blocks::{
+    LayerNorm, Linear, check_ids, dropout, gather_rows, softmax_last_dim, to_candle,
+};
 use crate::config::TransformerConfig;
 use crate::error::{ModelError, Result};
 use crate::layer::{Init, Layer, ParamBuilder, ParamInfo, expect_dim, expect_rank};
@@ -81,6 +83,10 @@ impl Layer for Embedding {
         Ok(vec![input[0], input[1], self.d_model])
     }
 
+    fn check_input(&self, xs: &Tensor) -> Result<()> {
+        check_ids(&self.name, "token id", xs, self.vocab_size)
+    }
+
     fn flops(&self, input: &[usize]) -> u64 {
         (input.iter().product::<usize>() * self.d_model) as u64
     }
@@ -94,16 +100,8 @@ impl Layer for Embedding {
                 self.max_seq_len
             )
         }
+        check_ids(&self.name, "token id", xs, self.vocab_size).map_err(to_candle)?;
         let ids = xs.to_dtype(DType::U32)?;
-        if let Some(max) = max_id(&ids)?
-            && max as usize >= self.vocab_size
-        {
-            candle_core::bail!(
-                "{}: token id {max} out of range (vocab_size {})",
-                self.name,
-                self.vocab_size
-            )
-        }
         let tok = gather_rows(&self.tok, &ids)?;
         let ys = tok.broadcast_add(&self.pos.narrow(0, 0, seq)?)?;
         dropout(&ys, self.dropout, train)
