@@ -4,6 +4,10 @@
 //! few and long-lived; the per-job clocks are what operators watch).
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::sync::watch;
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
@@ -74,20 +78,62 @@ pub fn describe() {
     describe_histogram!(SNAPSHOT_DURATION, Unit::Seconds, "Snapshot duration");
 }
 
-/// Serves Prometheus metrics on `addr` (`/metrics`). Only one exporter can be installed per process.
-pub fn serve_prometheus(addr: SocketAddr) -> Result<()> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .set_buckets_for_metric(
-            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
-            &[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ],
-        )
-        .map_err(|e| StoreError::Transport(format!("metrics buckets: {e}")))?
-        .install()
+/// The process-wide Prometheus recorder, installed on first use (every shard of a process
+/// renders the same registry). `None` when another recorder was installed first.
+pub fn prometheus() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0, 10.0,
+                    ],
+                )
+                .ok()?;
+            match builder.install_recorder() {
+                Ok(handle) => {
+                    describe();
+                    Some(handle)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+/// Serves `/metrics` on `addr` until `shutdown` turns true; returns the bound address.
+pub async fn serve_prometheus(
+    addr: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<SocketAddr> {
+    let handle = prometheus();
+    let router = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move { handle.map_or_else(String::new, |h| h.render()) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
         .map_err(|e| StoreError::Transport(format!("metrics endpoint {addr}: {e}")))?;
-    describe();
-    Ok(())
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, router)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(error = %e, "metrics endpoint failed");
+        }
+    });
+    Ok(bound)
 }

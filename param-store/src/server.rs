@@ -19,6 +19,8 @@ use crate::shard::Shard;
 pub struct ShardHandle {
     /// The bound gRPC address.
     pub addr: SocketAddr,
+    /// The bound Prometheus address, when metrics are served.
+    pub metrics_addr: Option<SocketAddr>,
     /// Turn to `true` to stop the shard (in-flight requests finish, waiting pulls are released).
     pub shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<()>>,
@@ -43,9 +45,14 @@ impl ShardHandle {
 pub async fn run(config: ShardConfig) -> Result<ShardHandle> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let shard = Shard::open(config.clone(), shutdown_rx.clone()).await?;
-    if let Some(addr) = config.metrics_listen {
-        crate::metrics::serve_prometheus(addr)?;
-    }
+    let metrics_addr = match config.metrics_listen {
+        Some(addr) => Some(crate::metrics::serve_prometheus(addr, shutdown_rx.clone()).await?),
+        // Still record, so that an embedding process can render the registry.
+        None => {
+            crate::metrics::prometheus();
+            None
+        }
+    };
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
 
@@ -91,6 +98,7 @@ pub async fn run(config: ShardConfig) -> Result<ShardHandle> {
     tracing::info!(%addr, shard = config.shard_index, of = config.shard_count, "parameter store shard serving");
     Ok(ShardHandle {
         addr,
+        metrics_addr,
         shutdown,
         task,
     })
@@ -127,6 +135,9 @@ pub fn serve_until_signal(config: ShardConfig) -> Result<()> {
     rt.block_on(async move {
         let handle = run(config).await?;
         println!("listening on {}", handle.addr);
+        if let Some(m) = handle.metrics_addr {
+            println!("metrics on http://{m}/metrics");
+        }
         use std::io::Write;
         let _ = std::io::stdout().flush();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

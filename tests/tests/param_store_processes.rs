@@ -17,7 +17,7 @@ async fn concurrent_clients_sum_exactly_across_shard_processes() {
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     let shards = tokio::task::spawn_blocking(move || {
         vec![
-            support::start_shard(&a, 0, 2, "127.0.0.1:0"),
+            support::start_shard_with(&a, 0, 2, "127.0.0.1:0", true),
             support::start_shard(&b, 1, 2, "127.0.0.1:0"),
         ]
     })
@@ -121,5 +121,17 @@ async fn concurrent_clients_sum_exactly_across_shard_processes() {
         stats.iter().all(|s| s.jobs[0].pushes > 0),
         "both shards took pushes: {stats:?}"
     );
+    let metrics_addr = shards[0].metrics.expect("shard 0 serves metrics");
+    let text = tokio::task::spawn_blocking(move || support::scrape(metrics_addr))
+        .await
+        .unwrap();
+    for name in [
+        "cumulus_param_store_push_bytes_total",
+        "cumulus_param_store_pushes_total",
+        "cumulus_param_store_request_duration_seconds_bucket",
+        "cumulus_param_store_wal_bytes",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
     drop(shards);
 }

@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 pub struct ShardProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    /// Where `/metrics` is served, when started with `--metrics`.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Drop for ShardProcess {
@@ -23,24 +25,33 @@ impl Drop for ShardProcess {
 /// Starts shard `i` of `n` on `listen` (port 0 for a fresh one) with data in `dir`, and waits
 /// for its `listening on ADDR` line.
 pub fn start_shard(dir: &Path, i: u32, n: u32, listen: &str) -> ShardProcess {
-    let mut child = Command::new(cumulus_e2e::cumulus_bin())
-        .args([
-            "param-store",
-            "--listen",
-            listen,
-            "--shard",
-            &format!("{i}/{n}"),
-        ])
-        .arg("--data-dir")
-        .arg(dir)
+    start_shard_with(dir, i, n, listen, false)
+}
+
+/// As [`start_shard`]; with `metrics`, also serves Prometheus metrics on a free port.
+pub fn start_shard_with(dir: &Path, i: u32, n: u32, listen: &str, metrics: bool) -> ShardProcess {
+    let mut cmd = Command::new(cumulus_e2e::cumulus_bin());
+    cmd.args([
+        "param-store",
+        "--listen",
+        listen,
+        "--shard",
+        &format!("{i}/{n}"),
+    ])
+    .arg("--data-dir")
+    .arg(dir);
+    if metrics {
+        cmd.args(["--metrics", "127.0.0.1:0"]);
+    }
+    let mut child = cmd
         .env("LOG_LEVEL", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("cumulus param-store starts");
-    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
     let mut line = String::new();
-    BufReader::new(stdout)
+    stdout
         .read_line(&mut line)
         .expect("reading the shard's stdout");
     let addr = line
@@ -49,5 +60,33 @@ pub fn start_shard(dir: &Path, i: u32, n: u32, listen: &str) -> ShardProcess {
         .unwrap_or_else(|| panic!("unexpected first line from the shard: {line:?}"))
         .parse()
         .expect("a socket address");
-    ShardProcess { child, addr }
+    let metrics = metrics.then(|| {
+        let mut line = String::new();
+        stdout
+            .read_line(&mut line)
+            .expect("reading the shard's stdout");
+        line.trim()
+            .strip_prefix("metrics on http://")
+            .and_then(|r| r.strip_suffix("/metrics"))
+            .unwrap_or_else(|| panic!("unexpected metrics line from the shard: {line:?}"))
+            .parse()
+            .expect("a socket address")
+    });
+    ShardProcess {
+        child,
+        addr,
+        metrics,
+    }
+}
+
+/// `GET /metrics` over a plain HTTP/1.0 connection.
+pub fn scrape(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).expect("connecting to the metrics endpoint");
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .expect("sending the request");
+    let mut body = String::new();
+    conn.read_to_string(&mut body)
+        .expect("reading the response");
+    body
 }
