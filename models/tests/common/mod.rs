@@ -2,6 +2,8 @@
 //! inputs for them.
 #![allow(dead_code)]
 
+pub mod reference;
+
 use candle_core::{DType, Device, Tensor};
 use cumulus_models::ModelConfig;
 
