@@ -213,3 +213,11 @@ fn default_configs_build() {
         assert_eq!(ys.dims(), out.as_slice(), "{arch}");
     }
 }
+
+/// Models move to and are shared between threads (an inference stage runs one on its own thread).
+#[test]
+fn models_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Model>();
+    assert_send_sync::<Box<dyn cumulus_models::Layer>>();
+}
