@@ -48,6 +48,36 @@ pub(crate) fn detect(root: &Path) -> Option<CgroupLayout> {
     None
 }
 
+/// Removes groups left by platforms that died without cleaning up (`cumulus.<pid>.<n>` whose
+/// process is gone); groups still holding processes stay.
+pub(crate) fn sweep_stale(layout: &CgroupLayout) {
+    let roots: Vec<&Path> = match layout {
+        CgroupLayout::V1 { memory, cpu } => [Some(memory.as_path()), cpu.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect(),
+        CgroupLayout::V2 { root } => vec![root.as_path()],
+    };
+    for root in roots {
+        let Ok(entries) = std::fs::read_dir(root) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("cumulus."))
+                .and_then(|r| r.split('.').next())
+            else {
+                continue;
+            };
+            if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                let _ = std::fs::remove_dir(entry.path());
+            }
+        }
+    }
+}
+
 /// Evidence of memory pressure read from a cgroup after its process ended.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct OomEvidence {

@@ -85,6 +85,9 @@ impl LocalBackend {
             LimitMode::Auto | LimitMode::Cgroup => limits::detect(&config.cgroup_root),
             LimitMode::Rlimit | LimitMode::None => None,
         };
+        if let Some(layout) = &layout {
+            limits::sweep_stale(layout);
+        }
         if config.limits == LimitMode::Cgroup && layout.is_none() {
             return Err(RuntimeError::InvalidConfig(format!(
                 "functions.limits = \"cgroup\" but no writable memory cgroup under {}",

@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,6 +30,9 @@ use crate::error::{InstanceExit, RuntimeError};
 use crate::local::{LocalBackend, LocalInstance};
 use crate::metrics::{self as m, StartMetric};
 use crate::pool::{Acquire, PoolState, PoolStats};
+
+mod reaper;
+use reaper::reaper;
 
 /// How long to wait for a dead instance's exit status before reporting it.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
@@ -550,66 +553,5 @@ impl Inner {
                 .increment(gb_seconds);
         }
         record
-    }
-}
-
-/// Enforces keep-alive, pre-warming and `min_instances` every `interval`, until the platform is gone.
-async fn reaper(inner: Weak<Inner>, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        if inner.closed.load(Ordering::Acquire) {
-            return;
-        }
-        let pools: Vec<Arc<Pool>> = {
-            let pools = inner
-                .pools
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            pools
-                .values()
-                .filter(|p| p.remote.is_none())
-                .cloned()
-                .collect()
-        };
-        for pool in pools {
-            let plan = pool.lock().reap(&pool.spec, inner.now());
-            let stopped = !plan.stop.is_empty();
-            for i in &plan.stop {
-                i.kill();
-            }
-            for keep_until in plan.start {
-                tokio::spawn(prestart(inner.clone(), pool.clone(), keep_until));
-            }
-            if stopped {
-                m::alive(&pool.name, pool.lock().stats().alive);
-            }
-        }
-    }
-}
-
-/// Starts an instance ahead of invocations (pre-warm, min_instances, queued callers).
-async fn prestart(inner: Arc<Inner>, pool: Arc<Pool>, keep_until: Duration) {
-    let id = inner.instance_seq.fetch_add(1, Ordering::Relaxed);
-    match inner.backend.start(&pool.name, &pool.spec, id).await {
-        Ok((instance, latency)) => {
-            m::start(&pool.name, StartMetric::Prewarm, Some(latency));
-            let alive = {
-                let mut st = pool.lock();
-                st.started(Arc::new(instance), false, keep_until);
-                st.stats().alive
-            };
-            m::alive(&pool.name, alive);
-            if inner.closed.load(Ordering::Acquire) {
-                let instances = pool.lock().drain();
-                stop_all(instances).await;
-            }
-        }
-        Err(e) => {
-            pool.lock().start_failed(false);
-            tracing::warn!(error = %e, "pre-start failed");
-        }
     }
 }
