@@ -41,7 +41,12 @@ pub struct FnArgs {
 
 /// The kinds this binary can run. Crates that own a kind register it here.
 fn registry() -> FunctionRegistry {
-    FunctionRegistry::with_builtins()
+    let mut registry = FunctionRegistry::with_builtins();
+    registry.register(
+        cumulus_trainer::worker::KIND,
+        cumulus_trainer::worker::TrainWorker,
+    );
+    registry
 }
 
 /// Serves until SIGTERM (drains) or until the parent goes away.

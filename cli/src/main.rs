@@ -3,11 +3,13 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench_runtime;
+mod data;
+mod function;
 mod models;
 mod param_store;
-mod bench_runtime;
-mod function;
 mod telemetry;
+mod train;
 
 /// Cumulus: serverless training and serving of ML models.
 #[derive(Debug, Parser)]
@@ -27,12 +29,19 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a training job to the end on the embedded default, with a progress bar.
+    Train(train::TrainArgs),
     /// Work with the model zoo and model folders.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Inspect dataset files as a training job would read them.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Run a benchmark suite; each prints its table and writes JSON.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run one function instance (started by the platform, not by hand).
+    Fn(function::FnArgs),
     /// Run one shard of the parameter store (gRPC).
     ParamStore(param_store::ParamStoreArgs),
 }
@@ -50,12 +59,14 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init(&cli.log_level, cli.log_json)?;
     match cli.command {
+        Command::Train(args) => train::run(args),
         Command::Models(command) => models::run(command),
-        Command::Fn(args) => function::run(args),
+        Command::Data(command) => data::run(command),
         Command::Bench(suite) => match suite {
             BenchCommand::Runtime(args) => bench_runtime::run(args),
             BenchCommand::ParamStore(args) => param_store::bench(args),
         },
+        Command::Fn(args) => function::run(args),
         Command::ParamStore(args) => param_store::run(args),
     }
 }

@@ -30,6 +30,12 @@ pub enum TrainerError {
         len: usize,
         size: usize,
     },
+    #[error("data: {0}")]
+    Data(String),
+    #[error("function platform: {0}")]
+    Runtime(#[from] cumulus_runtime::RuntimeError),
+    #[error("worker {worker}: {reason}")]
+    Worker { worker: u32, reason: String },
     #[error("training diverged at local step {step}: loss is {loss}")]
     Diverged { step: u64, loss: f64 },
 }

@@ -499,6 +499,22 @@ impl JobSpec {
     }
 }
 
+/// The base learning rate of an optimizer config.
+pub trait OptimizerExt {
+    fn learning_rate(&self) -> f64;
+}
+
+impl OptimizerExt for OptimizerConfig {
+    fn learning_rate(&self) -> f64 {
+        match *self {
+            OptimizerConfig::Sgd { lr, .. }
+            | OptimizerConfig::Adagrad { lr, .. }
+            | OptimizerConfig::Adam { lr, .. }
+            | OptimizerConfig::Adamw { lr, .. } => lr,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,9 +7,16 @@
 //! the worker function arrive with the serverless-training issue.
 
 pub mod autotune;
+pub mod coordinator;
+pub mod dataset;
 mod error;
+pub mod evaluate;
 pub mod filter;
+pub mod invoker;
 pub mod job;
+pub mod partition;
 pub mod replica;
+pub mod report;
+pub mod worker;
 
 pub use error::TrainerError;

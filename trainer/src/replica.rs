@@ -205,24 +205,24 @@ impl Replica {
         })
     }
 
-    /// Set `tensor[base + offsets[k]] = values[k] + held` from the store's sparse values.
-    pub fn set_sparse(
+    /// Set `tensor[indices[k]] = values[k] + held` from the store's changed entries.
+    pub fn set_entries(
         &mut self,
         tensor: &str,
-        base: usize,
-        offsets: &[u32],
+        indices: &[u64],
         values: &[f32],
     ) -> Result<(), TrainerError> {
         self.set_with(tensor, |w, held| {
             let size = w.len();
-            for (&off, v) in offsets.iter().zip(values) {
-                let i = base.saturating_add(off as usize);
-                let slot = w.get_mut(i).ok_or(TrainerError::Range {
+            for (&i, v) in indices.iter().zip(values) {
+                let range = || TrainerError::Range {
                     tensor: tensor.to_string(),
-                    start: i,
+                    start: usize::try_from(i).unwrap_or(usize::MAX),
                     len: 1,
                     size,
-                })?;
+                };
+                let i = usize::try_from(i).map_err(|_| range())?;
+                let slot = w.get_mut(i).ok_or_else(range)?;
                 *slot = v + held[i];
             }
             Ok(())
@@ -387,7 +387,7 @@ mod tests {
             Err(TrainerError::Range { .. })
         ));
         assert!(matches!(
-            r.set_sparse(&name, len, &[0], &[1.0]),
+            r.set_entries(&name, &[len as u64], &[1.0]),
             Err(TrainerError::Range { .. })
         ));
         assert!(matches!(

@@ -1,0 +1,259 @@
+//! The `train-worker` function: one invocation trains for a bounded number of local steps against
+//! the parameter store, then pushes everything it still holds and reports.
+//!
+//! Per step: pull what changed (for `bsp`/`ssp:k` the store holds the pull until the clock allows)
+//! → set `w = store + held` → one minibatch step with candle → push the significant entries →
+//! advance the worker's clock. When the invocation's deadline nears, or its step budget is spent,
+//! the worker pushes its whole accumulator and returns a [`WorkerReport`]; the coordinator keeps
+//! the data cursor, the clock and the push sequence number, so a new invocation (maybe on a new
+//! instance) continues where this one stopped. The function is stateless between invocations.
+//!
+//! The optimizer's state (momentum, Adam moments) lives only as long as one invocation; plain SGD,
+//! as MLLess uses, loses nothing by that.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use candle_core::{Device, Tensor};
+use cumulus_models::{Model, ModelConfig};
+use cumulus_param_store::client::{ClientConfig, ParamStoreClient, PullClock, dense, sparse};
+use cumulus_runtime::instance::{FunctionError, FunctionKind, InvokeContext};
+use serde::{Deserialize, Serialize};
+
+use crate::TrainerError;
+use crate::filter::FilterConfig;
+use crate::job::TrainingSpec;
+use crate::partition;
+use crate::replica::{Replica, TensorDelta};
+
+/// The name the function is registered under.
+pub const KIND: &str = "train-worker";
+
+/// Floor of `|w|` in the significance filter.
+pub const FILTER_EPS: f32 = 1e-6;
+
+/// What one invocation is asked to do (the payload, as JSON).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerTask {
+    pub job_id: String,
+    pub worker: u32,
+    /// Addresses of every parameter-store shard, in shard order.
+    pub store: Vec<String>,
+    pub model: ModelConfig,
+    pub training: TrainingSpec,
+    /// The significance threshold `v`.
+    pub significance: f32,
+    /// Object-store URL of this worker's partition (see [`partition`]).
+    pub partition: String,
+    /// Examples of the partition consumed so far (the data cursor).
+    pub cursor: u64,
+    /// The worker's clock to start at.
+    pub clock: u64,
+    /// Next push sequence number.
+    pub seq: u64,
+    /// Local steps to run at most.
+    pub steps: u32,
+    /// Learning rate for this invocation (the job's schedule applied by the coordinator).
+    pub lr: f64,
+    /// Whether pulls wait for the clock (`bsp`/`ssp`); `asp` never waits.
+    pub wait_for_clock: bool,
+}
+
+/// One local step, as reported.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepStats {
+    pub loss: f64,
+    /// Entries examined by the filter.
+    pub considered: u64,
+    /// Entries pushed.
+    pub sent: u64,
+    /// Payload bytes pushed (index + value per entry).
+    pub bytes: u64,
+    pub step_secs: f64,
+}
+
+/// What an invocation did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerReport {
+    pub worker: u32,
+    pub steps: Vec<StepStats>,
+    /// Data cursor, clock and sequence number to continue from.
+    pub cursor: u64,
+    pub clock: u64,
+    pub seq: u64,
+    /// Entries pushed by the final drain of the accumulators.
+    pub drained: u64,
+    pub drained_bytes: u64,
+    /// Examples in this worker's partition.
+    pub partition_len: u64,
+}
+
+fn to_updates(deltas: Vec<TensorDelta>) -> Vec<cumulus_param_store::client::SparseUpdate> {
+    deltas
+        .into_iter()
+        .map(|d| {
+            let indices = d.delta.indices.iter().map(|&i| u64::from(i)).collect();
+            sparse(&d.tensor, indices, d.delta.values)
+        })
+        .collect()
+}
+
+/// Runs one invocation's steps. `deadline` is when the platform kills it.
+pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerReport, TrainerError> {
+    let started = Instant::now();
+    let client = ParamStoreClient::connect(&task.store, ClientConfig::default()).await?;
+    let (x, y) = partition::read(&task.partition).await?;
+    let n = x.dims().first().copied().unwrap_or(0);
+    if n == 0 {
+        return Err(TrainerError::Data(format!("{} is empty", task.partition)));
+    }
+    let model = Model::new(&task.model, &Device::Cpu)?;
+    let filter = FilterConfig::new(task.significance, FILTER_EPS)?;
+    let mut replica = Replica::new(model, &task.training.optimizer, task.training.loss, filter)?;
+    replica.set_learning_rate(task.lr);
+
+    let at = |clock| {
+        task.wait_for_clock.then_some(PullClock {
+            worker: task.worker,
+            clock,
+        })
+    };
+    for (name, values) in client.pull_all(&task.job_id, at(task.clock)).await? {
+        replica.set_dense(&name, 0, &values)?;
+    }
+    // pull_all carries no versions; entries changed since registration, pulled right after, are
+    // at least as new as what pull_all saw, so applying them leaves the replica at `versions`.
+    // From then on each pull carries only what was pushed since.
+    let (changed, mut versions) = client
+        .pull_changed(&task.job_id, &client.no_versions(), None)
+        .await?;
+    for c in changed {
+        replica.set_entries(&c.tensor, &c.indices, &c.values)?;
+    }
+
+    let mut report = WorkerReport {
+        worker: task.worker,
+        steps: Vec::with_capacity(task.steps as usize),
+        cursor: task.cursor,
+        clock: task.clock,
+        seq: task.seq,
+        drained: 0,
+        drained_bytes: 0,
+        partition_len: n as u64,
+    };
+    let batch = task.training.batch_size.min(n);
+    let mut slowest_step = Duration::ZERO;
+    for _ in 0..task.steps {
+        // Leave room for the final drain and the report: twice the slowest step, and a second.
+        let margin = slowest_step * 2 + Duration::from_secs(1);
+        if Instant::now() + margin >= deadline {
+            break;
+        }
+        let step_start = Instant::now();
+        if report.steps.is_empty() {
+            // pull_all above already waited for this clock.
+        } else {
+            let (changed, v) = client
+                .pull_changed(&task.job_id, &versions, at(report.clock))
+                .await?;
+            versions = v;
+            for c in changed {
+                replica.set_entries(&c.tensor, &c.indices, &c.values)?;
+            }
+        }
+        let rows = batch_rows(report.cursor, batch, n);
+        let idx = Tensor::from_vec(rows, batch, &Device::Cpu)?;
+        let loss = replica.train_step(&x.index_select(&idx, 0)?, &y.index_select(&idx, 0)?)?;
+        let (deltas, stats) = replica.take_significant()?;
+        if !deltas.is_empty() {
+            client
+                .push(
+                    &task.job_id,
+                    task.worker,
+                    report.clock,
+                    report.seq,
+                    to_updates(deltas),
+                )
+                .await?;
+            report.seq += 1;
+        }
+        report.clock += 1;
+        client
+            .clock(&task.job_id, task.worker, report.clock, false)
+            .await?;
+        report.cursor += batch as u64;
+        let took = step_start.elapsed();
+        slowest_step = slowest_step.max(took);
+        report.steps.push(StepStats {
+            loss,
+            considered: stats.considered,
+            sent: stats.sent,
+            bytes: stats.bytes(),
+            step_secs: took.as_secs_f64(),
+        });
+    }
+    let rest = replica.take_all();
+    if !rest.is_empty() {
+        report.drained = rest.iter().map(|d| d.delta.len() as u64).sum();
+        report.drained_bytes = rest.iter().map(|d| d.delta.payload_bytes()).sum();
+        client
+            .push(
+                &task.job_id,
+                task.worker,
+                report.clock,
+                report.seq,
+                to_updates(rest),
+            )
+            .await?;
+        report.seq += 1;
+    }
+    tracing::debug!(
+        worker = task.worker,
+        steps = report.steps.len(),
+        secs = started.elapsed().as_secs_f64(),
+        "invocation done"
+    );
+    Ok(report)
+}
+
+/// Row indices of the minibatch at `cursor` in a partition of `n` examples, wrapping around.
+fn batch_rows(cursor: u64, batch: usize, n: usize) -> Vec<u32> {
+    (0..batch as u64)
+        .map(|k| ((cursor + k) % n as u64) as u32)
+        .collect()
+}
+
+/// Pushes a dense tensor; used by the coordinator to write initial values it computed itself.
+pub fn dense_update(tensor: &str, values: Vec<f32>) -> cumulus_param_store::client::SparseUpdate {
+    dense(tensor, 0, values)
+}
+
+/// The `train-worker` function kind, registered in the `cumulus` binary.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TrainWorker;
+
+impl FunctionKind for TrainWorker {
+    async fn invoke(&self, ctx: InvokeContext, payload: Bytes) -> Result<Bytes, FunctionError> {
+        let task: WorkerTask = serde_json::from_slice(&payload)
+            .map_err(|e| FunctionError::BadPayload(format!("train-worker task: {e}")))?;
+        let report = run_task(task, ctx.deadline.into_std())
+            .await
+            .map_err(|e| FunctionError::Failed(e.to_string()))?;
+        let body = serde_json::to_vec(&report)
+            .map_err(|e| FunctionError::Failed(format!("encoding the report: {e}")))?;
+        Ok(Bytes::from(body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_wrap_around_the_partition() {
+        assert_eq!(batch_rows(0, 3, 5), vec![0, 1, 2]);
+        assert_eq!(batch_rows(4, 3, 5), vec![4, 0, 1]);
+        assert_eq!(batch_rows(10, 2, 5), vec![0, 1]);
+    }
+}

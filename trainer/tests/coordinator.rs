@@ -1,0 +1,124 @@
+//! The coordinator end to end in one process: a real parameter-store shard on 127.0.0.1:0 and
+//! worker invocations run in-process (the function platform's process path is covered by the
+//! e2e crate). Digits must reach the job's target under each synchronization mode.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cumulus_param_store::ShardConfig;
+use cumulus_trainer::coordinator::{RunOptions, run_job};
+use cumulus_trainer::evaluate::JobMetric;
+use cumulus_trainer::invoker::InProcessInvoker;
+use cumulus_trainer::job::JobSpec;
+use cumulus_trainer::report::{JobState, JobStatus, METRICS_FILE, Metrics};
+use tokio::sync::watch;
+
+fn digits_job(sync: &str, v: f32, out: &std::path::Path) -> JobSpec {
+    let text = format!(
+        r#"
+        name = "digits-{tag}"
+        seed = 1
+        output = "{out}"
+        [model]
+        arch = "mlp"
+        input_dim = 64
+        hidden = [64]
+        n_outputs = 10
+        [data]
+        source = "builtin:digits"
+        [training]
+        loss = "cross_entropy"
+        batch_size = 32
+        optimizer = {{ kind = "adam", lr = 0.003 }}
+        steps_per_invocation = 20
+        [workers]
+        count = 2
+        sync = "{sync}"
+        significance = {v}
+        [stop]
+        target_accuracy = 0.95
+        max_epochs = 60
+        "#,
+        tag = sync.replace(':', "-"),
+        out = out.display()
+    );
+    JobSpec::from_toml_str("test.toml", &text).expect("the test job is valid")
+}
+
+async fn train(sync: &str, v: f32) -> (Metrics, JobStatus, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut shard = ShardConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("store"));
+    shard.wal_fsync = false;
+    let shard = cumulus_param_store::run(shard).await.unwrap();
+    let out = dir.path().join("model");
+    let job = digits_job(sync, v, &out);
+    let options = RunOptions {
+        job_id: job.name.clone(),
+        work_dir: dir.path().join("jobs"),
+        store: vec![shard.addr.to_string()],
+    };
+    let invoker = Arc::new(InProcessInvoker {
+        time_limit: Duration::from_secs(120),
+    });
+    let (tx, rx) = watch::channel(JobStatus::new(&job.name, JobMetric::Accuracy, 2));
+    let outcome = run_job(&job, &options, invoker, tx).await.unwrap();
+    assert_eq!(outcome.output_dir, out);
+    let written: Metrics =
+        serde_json::from_str(&std::fs::read_to_string(out.join(METRICS_FILE)).unwrap()).unwrap();
+    assert_eq!(written, outcome.metrics);
+    shard.stop().await.unwrap();
+    let status = rx.borrow().clone();
+    (outcome.metrics, status, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bsp_with_the_filter_reaches_the_target_and_sends_less() {
+    let (m, status, dir) = train("bsp", 0.3).await;
+    assert_eq!(status.state, JobState::Succeeded);
+    let acc = m
+        .test_accuracy
+        .expect("a classification job reports accuracy");
+    assert!(acc >= 0.95, "test accuracy {acc}");
+    assert!(
+        m.stop_reason
+            .as_deref()
+            .unwrap()
+            .contains("reached the target")
+    );
+    assert!(m.entries_sent < m.entries_considered, "{m:?}");
+    assert_eq!(
+        m.bytes_filtered,
+        (m.entries_considered - m.entries_sent) * 8
+    );
+    // The saved model is the one that was measured.
+    let model = cumulus_models::Model::load(dir.path().join("model"), &candle_core::Device::Cpu)
+        .expect("the output folder holds a loadable model");
+    assert_eq!(model.config().arch(), "mlp");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ssp_and_asp_reach_the_target_too() {
+    for sync in ["ssp:2", "asp"] {
+        let (m, _, _dir) = train(sync, 0.1).await;
+        let acc = m.test_accuracy.unwrap();
+        assert!(acc >= 0.95, "{sync}: test accuracy {acc}");
+        assert_eq!(m.sync, sync);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_filter_sends_a_fraction_of_what_v_zero_sends() {
+    let (all, _, _d0) = train("bsp", 0.0).await;
+    let (filtered, _, _d1) = train("bsp", 0.3).await;
+    let share = |m: &Metrics| m.entries_sent as f64 / m.entries_considered as f64;
+    // v = 0 holds back only exact zeros (pixels that are always blank never get a gradient).
+    assert!(share(&all) > 0.5, "v = 0 sent {:.3}", share(&all));
+    assert!(
+        share(&filtered) < 0.5 * share(&all),
+        "v = 0.3 sent {:.3}, v = 0 {:.3}",
+        share(&filtered),
+        share(&all)
+    );
+    assert!(filtered.test_accuracy.unwrap() >= 0.95);
+    assert!(all.test_accuracy.unwrap() >= 0.95);
+}
