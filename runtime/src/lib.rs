@@ -7,6 +7,9 @@
 //! - Local instances are processes `cumulus fn <kind>` (see [`instance`]) in a cgroup (v1 or v2)
 //!   limiting memory to the tier and CPU to `memory / 1769 MB` vCPUs, or under `RLIMIT_DATA` where
 //!   cgroups cannot be created. Deaths are reported as out-of-memory, exit code, or deadline.
+//!   Ports never race: the platform starts `cumulus fn <kind> --listen 127.0.0.1:0 --addr-file F`,
+//!   the instance binds and then writes its address to `F`, and the platform waits for `/healthz`.
+//!   On Knative/OpenFaaS the instance listens on `0.0.0.0:$PORT` instead.
 //! - [`keepalive`] holds the pure keep-alive policies (fixed TTL, the hybrid histogram of Shahrad et
 //!   al., ATC'20) and a trace simulator comparing them.
 //! - [`billing`] prices every invocation like AWS Lambda and aggregates per function and job.

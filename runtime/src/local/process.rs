@@ -202,7 +202,6 @@ impl LocalBackend {
                 .unwrap_or_default()
         };
         let deadline = started + self.start_timeout;
-        let mut pause = Duration::from_millis(1);
         let mut exit_rx = exit_rx.clone();
         let mut addr: Option<SocketAddr> = None;
         loop {
@@ -243,11 +242,20 @@ impl LocalBackend {
                 }
             }
             tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
+                _ = tokio::time::sleep(poll_pause(started.elapsed())) => {}
                 _ = exit_rx.changed() => {}
             }
-            pause = (pause * 2).min(Duration::from_millis(20));
         }
+    }
+}
+
+/// How long to wait before looking for readiness again: every millisecond while a start is young
+/// (the wait is part of the measured cold start), then less often.
+fn poll_pause(elapsed: Duration) -> Duration {
+    if elapsed < Duration::from_millis(200) {
+        Duration::from_millis(1)
+    } else {
+        Duration::from_millis(10)
     }
 }
 
