@@ -323,3 +323,33 @@ async fn billing_aggregates_per_job() {
     assert!((meter.total.cost_usd - expected).abs() < 1e-12);
     platform.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_serves_up_to_its_concurrency() {
+    let two = FunctionOverride {
+        concurrency: Some(2),
+        max_instances: Some(4),
+        ..echo(1769)
+    };
+    let platform = Platform::new(config(&[("shared", two)])).expect("platform");
+    platform
+        .invoke("shared", Bytes::from_static(b"warm"), DEADLINE)
+        .await
+        .expect("cold");
+    let sleep = || op(serde_json::json!({"op": "sleep", "ms": 300}));
+    let (a, b) = tokio::join!(
+        platform.invoke("shared", sleep(), DEADLINE),
+        platform.invoke("shared", sleep(), DEADLINE)
+    );
+    assert_eq!(
+        (a.expect("a").start, b.expect("b").start),
+        (StartKind::Warm, StartKind::Warm)
+    );
+    let stats = platform.stats("shared").expect("pool");
+    assert_eq!(
+        (stats.cold_starts, stats.alive),
+        (1, 1),
+        "two at once fit one instance"
+    );
+    platform.shutdown().await;
+}
