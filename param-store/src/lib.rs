@@ -17,6 +17,7 @@
 //! ```
 
 pub mod bench;
+pub mod chunk;
 pub mod client;
 pub mod clock;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod grpc;
 pub mod init;
 pub mod layout;
 pub mod metrics;
+mod routing;
 pub mod server;
 pub mod shard;
 pub mod snapshot;

@@ -82,6 +82,9 @@ pub async fn run(config: ShardConfig) -> Result<ShardHandle> {
     let mut stop = shutdown_rx.clone();
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // Large pushes over loopback or a LAN: 64 KiB default windows cost a round trip per window.
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(32 << 20))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(service)

@@ -34,7 +34,11 @@ pub struct Shard {
     config: ShardConfig,
     shutdown: watch::Receiver<bool>,
     last_snapshot: std::sync::Mutex<String>,
+    /// The last changed-since answer: ((job, since, watermark), chunks).
+    pull_cache: std::sync::Mutex<Option<PullCacheEntry>>,
 }
+
+type PullCacheEntry = ((String, u64, u64), Arc<Vec<pb::PullChunk>>);
 
 fn incarnation(dir: &std::path::Path) -> Result<u64> {
     let path = dir.join("incarnation");
@@ -102,6 +106,7 @@ impl Shard {
             config,
             shutdown,
             last_snapshot: std::sync::Mutex::new(last_snapshot),
+            pull_cache: std::sync::Mutex::new(None),
         }))
     }
 
@@ -208,7 +213,7 @@ impl Shard {
                 .await?;
             metrics::histogram!(m::CLOCK_WAIT).record(t0.elapsed().as_secs_f64());
         }
-        let chunks = job.pull(&req.ranges, req.since_version)?;
+        let chunks = self.pull_cached(&job, req)?;
         let bytes: usize = chunks
             .iter()
             .map(|c| c.values.len() * 4 + c.offsets.len() * 4)
@@ -216,6 +221,41 @@ impl Shard {
         metrics::counter!(m::PULLS).increment(1);
         metrics::counter!(m::PULL_BYTES).increment(bytes as u64);
         Ok(chunks)
+    }
+
+    /// Workers of a job typically pull "everything since the last round" at the same moment: the
+    /// answer for one (job, since) at one watermark is computed once and reused until a push
+    /// completes. Reuse is exact: pushes in flight all have versions above the watermark, so the
+    /// caller's next pull (since that watermark) sees them.
+    fn pull_cached(
+        &self,
+        job: &crate::state::JobState,
+        req: &pb::PullRequest,
+    ) -> Result<Vec<pb::PullChunk>> {
+        let Some(since) = req.since_version.filter(|_| req.ranges.is_empty()) else {
+            return job.pull(&req.ranges, req.since_version);
+        };
+        let key = (job.layout.job_id.clone(), since, job.watermark());
+        {
+            let cache = self
+                .pull_cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((k, chunks)) = cache.as_ref()
+                && *k == key
+            {
+                return Ok(chunks.as_ref().clone());
+            }
+        }
+        let chunks = Arc::new(job.pull(&[], Some(since))?);
+        // Only an answer whose reported version is the key's watermark may be reused.
+        if chunks.iter().all(|c| c.version == key.2) {
+            *self
+                .pull_cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((key, chunks.clone()));
+        }
+        Ok(chunks.as_ref().clone())
     }
 
     /// Advances a worker's clock (durably) and optionally waits for the synchronization mode.
@@ -341,6 +381,10 @@ impl Shard {
             let jobs = fresh.jobs();
             let n = jobs.len() as u64;
             self.state.replace_all(jobs);
+            *self
+                .pull_cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
             let (m, c) = self.capture(&own_id).await?;
             (m, c, n)
         };

@@ -86,6 +86,7 @@ pub fn run_blocking(opts: BenchOptions) -> Result<BenchReport> {
         return Err(StoreError::invalid("densities must be in (0, 100] percent"));
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(8)
         .enable_all()
         .build()?;
     let report = rt.block_on(run(&opts))?;
