@@ -15,32 +15,49 @@ use crate::config::FunctionSpec;
 use crate::keepalive::KeepAlivePolicy;
 use crate::local::LocalInstance;
 
+/// What the pool needs to know of an instance.
+pub(crate) trait Member: Send + Sync + std::fmt::Debug {
+    /// Unique within the platform.
+    fn id(&self) -> u64;
+    /// The process still runs.
+    fn is_alive(&self) -> bool;
+}
+
+impl Member for LocalInstance {
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn is_alive(&self) -> bool {
+        LocalInstance::is_alive(self)
+    }
+}
+
 /// One alive instance and its use.
 #[derive(Debug)]
-struct Slot {
-    instance: Arc<LocalInstance>,
+struct Slot<I> {
+    instance: Arc<I>,
     in_flight: usize,
     /// When an idle instance may be stopped (platform time).
     keep_until: Duration,
 }
 
 /// Where an invocation goes.
-pub(crate) enum Acquire {
+pub(crate) enum Acquire<I = LocalInstance> {
     /// To this running instance.
-    Warm(Arc<LocalInstance>),
+    Warm(Arc<I>),
     /// To a new instance the caller starts (a start slot was reserved).
     Cold,
     /// Into the queue; an instance will be handed over through this receiver.
-    Queued(oneshot::Receiver<Arc<LocalInstance>>),
+    Queued(oneshot::Receiver<Arc<I>>),
     /// Nowhere: the queue is full.
     Full,
 }
 
 /// What the reaper must do for one pool.
-#[derive(Debug, Default)]
-pub(crate) struct ReapPlan {
+#[derive(Debug)]
+pub(crate) struct ReapPlan<I = LocalInstance> {
     /// Instances to stop.
-    pub stop: Vec<Arc<LocalInstance>>,
+    pub stop: Vec<Arc<I>>,
     /// Instances to start ahead of invocations, each kept until the given time (start slots reserved).
     pub start: Vec<Duration>,
 }
@@ -67,10 +84,10 @@ pub struct PoolStats {
 }
 
 #[derive(Debug)]
-pub(crate) struct PoolState {
-    slots: Vec<Slot>,
+pub(crate) struct PoolState<I = LocalInstance> {
+    slots: Vec<Slot<I>>,
     starting: usize,
-    waiters: VecDeque<oneshot::Sender<Arc<LocalInstance>>>,
+    waiters: VecDeque<oneshot::Sender<Arc<I>>>,
     policy: Box<dyn KeepAlivePolicy>,
     running: usize,
     last_end: Option<Duration>,
@@ -79,7 +96,7 @@ pub(crate) struct PoolState {
     stats: PoolStats,
 }
 
-impl PoolState {
+impl<I: Member> PoolState<I> {
     pub(crate) fn new(policy: Box<dyn KeepAlivePolicy>) -> Self {
         Self {
             slots: Vec::new(),
@@ -94,7 +111,7 @@ impl PoolState {
     }
 
     /// Picks an idle instance, reserves a cold start, queues, or refuses.
-    pub(crate) fn acquire(&mut self, spec: &FunctionSpec, now: Duration) -> Acquire {
+    pub(crate) fn acquire(&mut self, spec: &FunctionSpec, now: Duration) -> Acquire<I> {
         if let (0, Some(end)) = (self.running, self.last_end) {
             self.policy.observe_idle(now.saturating_sub(end));
         }
@@ -130,12 +147,7 @@ impl PoolState {
 
     /// A reserved start finished: the new instance is in use by its starter (`busy`) or idle until
     /// `keep_until`. Returns the instance to the caller when a queued invocation should get it.
-    pub(crate) fn started(
-        &mut self,
-        instance: Arc<LocalInstance>,
-        busy: bool,
-        keep_until: Duration,
-    ) {
+    pub(crate) fn started(&mut self, instance: Arc<I>, busy: bool, keep_until: Duration) {
         self.starting = self.starting.saturating_sub(1);
         self.slots.push(Slot {
             instance: instance.clone(),
@@ -156,10 +168,14 @@ impl PoolState {
     }
 
     /// Gives an instance with a free slot to the first live waiter, if any.
-    fn hand_over(&mut self, instance: &Arc<LocalInstance>) -> bool {
+    fn hand_over(&mut self, instance: &Arc<I>) -> bool {
         while let Some(w) = self.waiters.pop_front() {
             if w.send(instance.clone()).is_ok() {
-                if let Some(slot) = self.slots.iter_mut().find(|s| s.instance.id == instance.id) {
+                if let Some(slot) = self
+                    .slots
+                    .iter_mut()
+                    .find(|s| s.instance.id() == instance.id())
+                {
                     slot.in_flight += 1;
                 }
                 return true;
@@ -169,10 +185,14 @@ impl PoolState {
     }
 
     /// An invocation on `instance` ended at `now`; `healthy` = the instance can be reused.
-    pub(crate) fn release(&mut self, instance: &Arc<LocalInstance>, healthy: bool, now: Duration) {
+    pub(crate) fn release(&mut self, instance: &Arc<I>, healthy: bool, now: Duration) {
         self.running = self.running.saturating_sub(1);
         self.last_end = Some(now);
-        let Some(pos) = self.slots.iter().position(|s| s.instance.id == instance.id) else {
+        let Some(pos) = self
+            .slots
+            .iter()
+            .position(|s| s.instance.id() == instance.id())
+        else {
             return;
         };
         if !healthy {
@@ -205,8 +225,11 @@ impl PoolState {
     }
 
     /// What to stop and start at `now`.
-    pub(crate) fn reap(&mut self, spec: &FunctionSpec, now: Duration) -> ReapPlan {
-        let mut plan = ReapPlan::default();
+    pub(crate) fn reap(&mut self, spec: &FunctionSpec, now: Duration) -> ReapPlan<I> {
+        let mut plan = ReapPlan {
+            stop: Vec::new(),
+            start: Vec::new(),
+        };
         self.slots.retain(|s| s.instance.is_alive());
         self.waiters.retain(|w| !w.is_closed());
         let mut alive = self.slots.len() + self.starting;
@@ -251,13 +274,13 @@ impl PoolState {
     }
 
     /// Removes every instance (shutdown) and returns them.
-    pub(crate) fn drain(&mut self) -> Vec<Arc<LocalInstance>> {
+    pub(crate) fn drain(&mut self) -> Vec<Arc<I>> {
         self.waiters.clear();
         self.slots.drain(..).map(|s| s.instance).collect()
     }
 
     /// Stops idle instances now, regardless of keep-alive (min_instances come back on the next tick).
-    pub(crate) fn take_idle(&mut self) -> Vec<Arc<LocalInstance>> {
+    pub(crate) fn take_idle(&mut self) -> Vec<Arc<I>> {
         let (idle, busy): (Vec<_>, Vec<_>) = self.slots.drain(..).partition(|s| s.in_flight == 0);
         self.slots = busy;
         self.prewarm = None;
@@ -265,7 +288,7 @@ impl PoolState {
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
-        let alive: Vec<&Slot> = self
+        let alive: Vec<&Slot<I>> = self
             .slots
             .iter()
             .filter(|s| s.instance.is_alive())
@@ -279,7 +302,145 @@ impl PoolState {
         }
     }
 
-    pub(crate) fn instances(&self) -> Vec<Arc<LocalInstance>> {
+    pub(crate) fn instances(&self) -> Vec<Arc<I>> {
         self.slots.iter().map(|s| s.instance.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+    use crate::keepalive::{KeepAliveConfig, Windows};
+
+    #[derive(Debug)]
+    struct Fake(u64, AtomicBool);
+
+    impl Member for Fake {
+        fn id(&self) -> u64 {
+            self.0
+        }
+        fn is_alive(&self) -> bool {
+            !self.1.load(Ordering::Relaxed)
+        }
+    }
+
+    /// A policy that always answers the same windows.
+    #[derive(Debug)]
+    struct Fixed(Windows);
+
+    impl KeepAlivePolicy for Fixed {
+        fn observe_idle(&mut self, _: Duration) {}
+        fn windows(&self) -> Windows {
+            self.0
+        }
+    }
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn spec(min: usize, max: usize, queue: usize) -> FunctionSpec {
+        FunctionSpec {
+            min_instances: min,
+            max_instances: max,
+            queue_capacity: queue,
+            ..FunctionSpec::default()
+        }
+    }
+
+    fn cold_start(
+        pool: &mut PoolState<Fake>,
+        spec: &FunctionSpec,
+        id: u64,
+        now: Duration,
+    ) -> Arc<Fake> {
+        assert!(matches!(pool.acquire(spec, now), Acquire::Cold));
+        let i = Arc::new(Fake(id, AtomicBool::new(false)));
+        pool.started(i.clone(), true, now);
+        i
+    }
+
+    #[test]
+    fn fixed_ttl_expires_idle_instances_but_keeps_min() {
+        let spec = spec(1, 4, 4);
+        let mut pool = PoolState::<Fake>::new(KeepAliveConfig::Fixed { ttl_ms: 10_000 }.build());
+        let a = cold_start(&mut pool, &spec, 1, S);
+        let b = cold_start(&mut pool, &spec, 2, S);
+        pool.release(&a, true, 2 * S);
+        pool.release(&b, true, 3 * S);
+        assert!(pool.reap(&spec, 11 * S).stop.is_empty(), "within the TTL");
+        let plan = pool.reap(&spec, 12 * S);
+        assert_eq!(
+            plan.stop.iter().map(|i| i.id()).collect::<Vec<_>>(),
+            [1],
+            "oldest first"
+        );
+        assert!(
+            pool.reap(&spec, 100 * S).stop.is_empty(),
+            "min_instances = 1 stays"
+        );
+        assert_eq!(pool.stats().alive, 1);
+    }
+
+    #[test]
+    fn prewarm_unloads_after_use_and_loads_at_the_window() {
+        let spec = spec(0, 4, 4);
+        let windows = Windows {
+            prewarm: 60 * S,
+            keep_alive: 10 * S,
+        };
+        let mut pool = PoolState::<Fake>::new(Box::new(Fixed(windows)));
+        let a = cold_start(&mut pool, &spec, 1, S);
+        pool.release(&a, true, 2 * S);
+        let plan = pool.reap(&spec, 2 * S);
+        assert_eq!(plan.stop.len(), 1, "unloaded right after the invocation");
+        assert!(plan.start.is_empty());
+        assert!(pool.reap(&spec, 61 * S).start.is_empty(), "not yet");
+        let plan = pool.reap(&spec, 62 * S);
+        assert_eq!(
+            plan.start,
+            [72 * S],
+            "pre-warmed at end + prewarm, kept for keep_alive"
+        );
+        let warm = Arc::new(Fake(2, AtomicBool::new(false)));
+        pool.started(warm, false, 72 * S);
+        assert!(
+            matches!(pool.acquire(&spec, 65 * S), Acquire::Warm(_)),
+            "the next call is warm"
+        );
+    }
+
+    #[test]
+    fn queue_is_bounded_and_served_in_order() {
+        let spec = spec(0, 1, 1);
+        let mut pool = PoolState::<Fake>::new(KeepAliveConfig::default().build());
+        let a = cold_start(&mut pool, &spec, 1, S);
+        let Acquire::Queued(mut rx) = pool.acquire(&spec, S) else {
+            panic!("second call queues")
+        };
+        assert!(
+            matches!(pool.acquire(&spec, S), Acquire::Full),
+            "third is refused"
+        );
+        pool.release(&a, true, 2 * S);
+        assert_eq!(
+            rx.try_recv().map(|i| i.id()).ok(),
+            Some(1),
+            "handed over without going idle"
+        );
+        assert_eq!(pool.stats().idle, 0);
+    }
+
+    #[test]
+    fn dead_instances_leave_and_queued_callers_get_a_start() {
+        let spec = spec(0, 1, 2);
+        let mut pool = PoolState::<Fake>::new(KeepAliveConfig::default().build());
+        let a = cold_start(&mut pool, &spec, 1, S);
+        let _queued = pool.acquire(&spec, S);
+        a.1.store(true, Ordering::Relaxed);
+        pool.release(&a, false, 2 * S);
+        assert_eq!(pool.stats().replaced, 1);
+        let plan = pool.reap(&spec, 2 * S);
+        assert_eq!(plan.start.len(), 1, "a start for the waiting caller");
     }
 }
