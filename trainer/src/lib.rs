@@ -15,6 +15,7 @@ pub mod filter;
 pub mod invoker;
 pub mod job;
 pub mod partition;
+pub mod plot;
 pub mod replica;
 pub mod report;
 pub mod worker;
