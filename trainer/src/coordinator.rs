@@ -259,6 +259,7 @@ pub async fn run_job(
     status.send_replace(st.clone());
     let metrics = Metrics::new(job, &st, &data, history);
     metrics.write(&output_dir)?;
+    crate::plot::write_plots(&metrics, &output_dir)?;
     Ok(JobOutcome {
         metrics,
         output_dir,
@@ -387,7 +388,15 @@ impl Driver {
             task.seq = invocation << 32;
             let epoch = self.shared.examples.load(Ordering::Relaxed) / self.train_len.max(1);
             task.lr = base_lr * self.schedule.factor(epoch as u32, self.max_epochs);
-            match self.invoker.invoke(task.clone()).await {
+            let outcome = match self.invoker.invoke(task.clone()).await {
+                Ok(done) if done.report.steps.is_empty() => {
+                    // Nothing was trained: the time limit is shorter than one step and its drain.
+                    Err("the invocation's time limit left no time for a single step".to_string())
+                }
+                Ok(done) => Ok(done),
+                Err(e) => Err(e.to_string()),
+            };
+            match outcome {
                 Ok(done) => {
                     failures = 0;
                     task.cursor = done.report.cursor;
@@ -409,7 +418,7 @@ impl Driver {
                             format!("{failures} invocations failed in a row, last: {e}"),
                         )
                     } else {
-                        Event::Failure(k, e.to_string())
+                        Event::Failure(k, e)
                     };
                     let fatal = matches!(event, Event::Fatal(..));
                     if self.tx.send(event).await.is_err() || fatal {

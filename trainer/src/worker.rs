@@ -145,8 +145,8 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
     let batch = task.training.batch_size.min(n);
     let mut slowest_step = Duration::ZERO;
     for _ in 0..task.steps {
-        // Leave room for the final drain and the report: twice the slowest step, and a second.
-        let margin = slowest_step * 2 + Duration::from_secs(1);
+        // Leave room for the final drain and the report: twice the slowest step, and a bit.
+        let margin = slowest_step * 2 + Duration::from_millis(200);
         if Instant::now() + margin >= deadline {
             break;
         }
