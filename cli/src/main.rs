@@ -13,7 +13,7 @@ mod train;
 
 /// Cumulus: serverless training and serving of ML models.
 #[derive(Debug, Parser)]
-#[command(name = "cumulus", version, about, long_about = None, propagate_version = true)]
+#[command(name = "cumulus", version, propagate_version = true)]
 struct Cli {
     /// Log filter, as RUST_LOG (e.g. `info`, `cumulus_param_store=debug`).
     #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
