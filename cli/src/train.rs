@@ -98,6 +98,7 @@ async fn train(job: JobSpec, config: CumulusConfig, work_dir: PathBuf) -> anyhow
         job_id: job_id.clone(),
         work_dir: work_dir.join("jobs"),
         store: vec![shard.addr.to_string()],
+        cancel: None,
     };
     let invoker = Arc::new(PlatformInvoker::new(
         platform.clone(),

@@ -43,6 +43,9 @@ pub struct RunOptions {
     pub work_dir: PathBuf,
     /// Parameter-store shard addresses, in shard order.
     pub store: Vec<String>,
+    /// Turns `true` to cancel the job: workers finish their current invocation, push what they
+    /// hold and stop; the model reached so far is written.
+    pub cancel: Option<watch::Receiver<bool>>,
 }
 
 /// What a finished job produced.
@@ -148,7 +151,22 @@ pub async fn run_job(
     let output_dir = job.output_dir();
     // The metric of the model saved when the target was met, if it was.
     let mut kept = None;
-    while let Some(event) = rx.recv().await {
+    let mut cancel = options.cancel.clone();
+    loop {
+        let event = tokio::select! {
+            event = rx.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
+            Ok(()) = wait_for_cancel(&mut cancel), if st.state == JobState::Running => {
+                tracing::info!("job cancelled");
+                st.state = JobState::Cancelled;
+                st.stop_reason = Some("cancelled".to_string());
+                shared.stop.store(true, Ordering::SeqCst);
+                status.send_replace(st.clone());
+                continue;
+            }
+        };
         match event {
             Event::Report(k, inv) => {
                 let r = &inv.report;
@@ -246,7 +264,9 @@ pub async fn run_job(
     // Every driver has stopped and pushed what it held: the store has the final model.
     st.elapsed_secs = started.elapsed().as_secs_f64();
     st.epoch = st.examples as f64 / data.train_len().max(1) as f64;
-    st.state = JobState::Succeeded;
+    if st.state == JobState::Running {
+        st.state = JobState::Succeeded;
+    }
     match kept {
         Some(value) => st.metric_value = Some(value),
         None => {
@@ -264,6 +284,14 @@ pub async fn run_job(
         metrics,
         output_dir,
     })
+}
+
+/// Resolves once `cancel` turns true; never when there is no cancel signal.
+async fn wait_for_cancel(cancel: &mut Option<watch::Receiver<bool>>) -> Result<(), ()> {
+    match cancel {
+        Some(rx) => rx.wait_for(|&c| c).await.map(|_| ()).map_err(|_| ()),
+        None => std::future::pending().await,
+    }
 }
 
 /// Why the job should stop now, if it should, and whether the reason is its target metric.

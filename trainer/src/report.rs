@@ -20,6 +20,7 @@ pub enum JobState {
     Running,
     Succeeded,
     Failed,
+    Cancelled,
 }
 
 /// A job's progress so far.

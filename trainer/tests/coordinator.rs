@@ -56,6 +56,7 @@ async fn train(sync: &str, v: f32) -> (Metrics, JobStatus, tempfile::TempDir) {
         job_id: job.name.clone(),
         work_dir: dir.path().join("jobs"),
         store: vec![shard.addr.to_string()],
+        cancel: None,
     };
     let invoker = Arc::new(InProcessInvoker {
         time_limit: Duration::from_secs(120),
@@ -121,4 +122,43 @@ async fn the_filter_sends_a_fraction_of_what_v_zero_sends() {
     );
     assert!(filtered.test_accuracy.unwrap() >= 0.95);
     assert!(all.test_accuracy.unwrap() >= 0.95);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_job_stops_after_the_current_invocations_and_writes_its_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut shard = ShardConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("store"));
+    shard.wal_fsync = false;
+    let shard = cumulus_param_store::run(shard).await.unwrap();
+    let out = dir.path().join("model");
+    let mut job = digits_job("bsp", 0.1, &out);
+    // A target no model reaches: only the cancel can end it early.
+    job.stop.target_accuracy = Some(1.0);
+    job.stop.max_epochs = Some(10_000);
+    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let options = RunOptions {
+        job_id: job.name.clone(),
+        work_dir: dir.path().join("jobs"),
+        store: vec![shard.addr.to_string()],
+        cancel: Some(cancel_rx),
+    };
+    let invoker = Arc::new(InProcessInvoker {
+        time_limit: Duration::from_secs(120),
+    });
+    let (tx, mut rx) = watch::channel(JobStatus::new(&job.name, JobMetric::Accuracy, 2));
+    let run = tokio::spawn(async move { run_job(&job, &options, invoker, tx).await });
+    // Cancel once the first round was evaluated.
+    rx.wait_for(|s| s.metric_value.is_some()).await.unwrap();
+    cancel_tx.send(true).unwrap();
+    let outcome = run.await.unwrap().unwrap();
+    let status = rx.borrow().clone();
+    assert_eq!(status.state, JobState::Cancelled);
+    assert_eq!(outcome.metrics.stop_reason.as_deref(), Some("cancelled"));
+    assert!(out.join(METRICS_FILE).is_file());
+    assert!(
+        outcome.metrics.epochs < 100.0,
+        "{:?}",
+        outcome.metrics.epochs
+    );
+    shard.stop().await.unwrap();
 }
