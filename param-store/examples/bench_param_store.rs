@@ -1,5 +1,5 @@
 //! The `cumulus bench param-store` suite without the rest of the binary, for quick iterations:
-//! `cargo run --release -p cumulus-param-store --example bench_param_store -- W D% SHARDS PARAMS ROUNDS [redis]`.
+//! `cargo run --release -p cumulus-param-store --example bench_param_store -- W D% SHARDS PARAMS ROUNDS [redis|-] [OUT.json]`.
 
 fn main() -> Result<(), cumulus_param_store::StoreError> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -17,7 +17,7 @@ fn main() -> Result<(), cumulus_param_store::StoreError> {
         rounds: get(4, "5").parse().unwrap_or(5),
         redis_server: (get(5, "") == "redis").then(|| "redis-server".into()),
         wal_fsync: true,
-        out: None,
+        out: args.get(6).map(Into::into),
     };
     cumulus_param_store::bench::run_blocking(opts).map(|_| ())
 }
