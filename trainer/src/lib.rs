@@ -14,6 +14,7 @@ pub mod evaluate;
 pub mod filter;
 pub mod invoker;
 pub mod job;
+pub mod jobs;
 pub mod partition;
 pub mod plot;
 pub mod replica;
