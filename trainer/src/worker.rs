@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use candle_core::{Device, Tensor};
 use cumulus_models::{Model, ModelConfig};
-use cumulus_param_store::client::{ClientConfig, ParamStoreClient, PullClock, dense, sparse};
+use cumulus_param_store::client::{ClientConfig, ParamStoreClient, PullClock, sparse};
 use cumulus_runtime::instance::{FunctionError, FunctionKind, InvokeContext};
 use serde::{Deserialize, Serialize};
 
@@ -166,18 +166,7 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
         let idx = Tensor::from_vec(rows, batch, &Device::Cpu)?;
         let loss = replica.train_step(&x.index_select(&idx, 0)?, &y.index_select(&idx, 0)?)?;
         let (deltas, stats) = replica.take_significant()?;
-        if !deltas.is_empty() {
-            client
-                .push(
-                    &task.job_id,
-                    task.worker,
-                    report.clock,
-                    report.seq,
-                    to_updates(deltas),
-                )
-                .await?;
-            report.seq += 1;
-        }
+        push(&client, &task, &mut report, deltas).await?;
         report.clock += 1;
         client
             .clock(&task.job_id, task.worker, report.clock, false)
@@ -197,16 +186,7 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
     if !rest.is_empty() {
         report.drained = rest.iter().map(|d| d.delta.len() as u64).sum();
         report.drained_bytes = rest.iter().map(|d| d.delta.payload_bytes()).sum();
-        client
-            .push(
-                &task.job_id,
-                task.worker,
-                report.clock,
-                report.seq,
-                to_updates(rest),
-            )
-            .await?;
-        report.seq += 1;
+        push(&client, &task, &mut report, rest).await?;
     }
     tracing::debug!(
         worker = task.worker,
@@ -217,16 +197,34 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
     Ok(report)
 }
 
+/// Pushes `deltas` (if any) at the report's clock under its next sequence number.
+async fn push(
+    client: &ParamStoreClient,
+    task: &WorkerTask,
+    report: &mut WorkerReport,
+    deltas: Vec<TensorDelta>,
+) -> Result<(), TrainerError> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    client
+        .push(
+            &task.job_id,
+            task.worker,
+            report.clock,
+            report.seq,
+            to_updates(deltas),
+        )
+        .await?;
+    report.seq += 1;
+    Ok(())
+}
+
 /// Row indices of the minibatch at `cursor` in a partition of `n` examples, wrapping around.
 fn batch_rows(cursor: u64, batch: usize, n: usize) -> Vec<u32> {
     (0..batch as u64)
         .map(|k| ((cursor + k) % n as u64) as u32)
         .collect()
-}
-
-/// Pushes a dense tensor; used by the coordinator to write initial values it computed itself.
-pub fn dense_update(tensor: &str, values: Vec<f32>) -> cumulus_param_store::client::SparseUpdate {
-    dense(tensor, 0, values)
 }
 
 /// The `train-worker` function kind, registered in the `cumulus` binary.
