@@ -31,6 +31,25 @@ pub struct CumulusConfig {
     pub pricing: Pricing,
     /// The function platform.
     pub functions: FunctionsConfig,
+    /// Who may use the control plane's APIs.
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: bearer tokens of the job API. No tokens means no authentication.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accepted `Authorization: Bearer <token>` values.
+    pub tokens: Vec<String>,
+}
+
+// Tokens are secrets: a logged config shows how many there are, never what they are.
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
+            .finish()
+    }
 }
 
 /// How an instance's memory and CPU are limited by the local backend.
@@ -215,6 +234,11 @@ impl CumulusConfig {
     /// Checks the values that serde cannot: ranges, tiers, names. The error names the key.
     pub fn validate(&self) -> Result<(), String> {
         self.pricing.validate()?;
+        for (i, token) in self.auth.tokens.iter().enumerate() {
+            if token.trim().is_empty() {
+                return Err(format!("auth.tokens[{i}]: a token must not be empty"));
+            }
+        }
         let f = &self.functions;
         if f.memory_tiers_mb.is_empty() {
             return Err("functions.memory_tiers_mb: must list at least one tier".into());
@@ -313,6 +337,17 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("a.toml"), "{text}");
         assert!(text.contains("memroy_tiers_mb"), "{text}");
+    }
+
+    #[test]
+    fn auth_tokens_are_read_checked_and_never_shown() {
+        let c = CumulusConfig::from_toml_str("[auth]\ntokens = [\"s3cret\"]\n", "d.toml")
+            .expect("valid");
+        assert_eq!(c.auth.tokens, ["s3cret"]);
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let err = CumulusConfig::from_toml_str("[auth]\ntokens = [\"\"]\n", "e.toml")
+            .expect_err("an empty token is refused");
+        assert!(err.to_string().contains("auth.tokens[0]"), "{err}");
     }
 
     #[test]
