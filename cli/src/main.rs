@@ -6,10 +6,12 @@ use clap::{Parser, Subcommand};
 mod bench_runtime;
 mod data;
 mod function;
+mod jobs;
 mod models;
 mod param_store;
 mod telemetry;
 mod train;
+mod up;
 
 /// Cumulus: serverless training and serving of ML models.
 #[derive(Debug, Parser)]
@@ -44,6 +46,13 @@ enum Command {
     Fn(function::FnArgs),
     /// Run one shard of the parameter store (gRPC).
     ParamStore(param_store::ParamStoreArgs),
+    /// Run the local control plane (parameter store, function platform, job API) until Ctrl-C.
+    Up(up::UpArgs),
+    /// Submit a job file to a running control plane; prints the job id.
+    Submit(jobs::SubmitArgs),
+    /// List, watch and cancel jobs on a running control plane.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
 }
 
 /// The benchmark suites (`cumulus bench <suite>`).
@@ -92,5 +101,8 @@ fn run() -> anyhow::Result<()> {
         },
         Command::Fn(args) => function::run(args),
         Command::ParamStore(args) => param_store::run(args),
+        Command::Up(args) => up::run(args),
+        Command::Submit(args) => jobs::submit(args),
+        Command::Jobs(command) => jobs::run(command),
     }
 }

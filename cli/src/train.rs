@@ -3,13 +3,13 @@
 //! function platform — with a live progress bar, then writes the model folder and metrics.json.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use cumulus_param_store::ShardConfig;
+use cumulus_param_store::{ShardConfig, ShardHandle};
 use cumulus_runtime::{CumulusConfig, FunctionOverride, Platform};
 use cumulus_trainer::coordinator::{RunOptions, run_job};
 use cumulus_trainer::invoker::PlatformInvoker;
@@ -76,16 +76,40 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     runtime.block_on(train(job, config, work_dir))
 }
 
+/// The embedded default's long-lived parts, shared by `cumulus train` and `cumulus up`: one
+/// parameter-store shard in this process and the function platform.
+pub(crate) struct Embedded {
+    pub shard: ShardHandle,
+    pub platform: Platform,
+}
+
+impl Embedded {
+    /// Starts the shard (its log and snapshots under `work_dir/param-store`) and the platform.
+    pub async fn start(config: CumulusConfig, work_dir: &Path) -> anyhow::Result<Self> {
+        let store_dir = work_dir.join("param-store");
+        let mut shard_config = ShardConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), &store_dir);
+        // This shard lives and dies with this process, so an fsync per push would buy nothing:
+        // a crash here ends the job with its store. Separate `cumulus param-store` shards fsync.
+        shard_config.wal_fsync = false;
+        let shard = cumulus_param_store::run(shard_config)
+            .await
+            .context("starting the parameter store")?;
+        let platform = Platform::new(config).context("starting the function platform")?;
+        Ok(Self { shard, platform })
+    }
+
+    /// Stops the platform's instances, then the shard.
+    pub async fn stop(self) {
+        self.platform.shutdown().await;
+        if let Err(e) = self.shard.stop().await {
+            tracing::warn!(error = %e, "stopping the parameter store");
+        }
+    }
+}
+
 async fn train(job: JobSpec, config: CumulusConfig, work_dir: PathBuf) -> anyhow::Result<()> {
-    let store_dir = work_dir.join("param-store");
-    let mut shard_config = ShardConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), &store_dir);
-    // This shard lives and dies with this process, so an fsync per push would buy nothing:
-    // a crash here ends the job with its store. Separate `cumulus param-store` shards fsync.
-    shard_config.wal_fsync = false;
-    let shard = cumulus_param_store::run(shard_config)
-        .await
-        .context("starting the parameter store")?;
-    let platform = Platform::new(config).context("starting the function platform")?;
+    let embedded = Embedded::start(config, &work_dir).await?;
+    let platform = embedded.platform.clone();
     let job_id = format!(
         "{}-{}",
         job.name,
@@ -97,7 +121,7 @@ async fn train(job: JobSpec, config: CumulusConfig, work_dir: PathBuf) -> anyhow
     let options = RunOptions {
         job_id: job_id.clone(),
         work_dir: work_dir.join("jobs"),
-        store: vec![shard.addr.to_string()],
+        store: vec![embedded.shard.addr.to_string()],
         cancel: None,
     };
     let invoker = Arc::new(PlatformInvoker::new(
@@ -115,10 +139,7 @@ async fn train(job: JobSpec, config: CumulusConfig, work_dir: PathBuf) -> anyhow
     let result = run_job(&job, &options, invoker, tx).await;
     render.abort();
     bar.finish_and_clear();
-    platform.shutdown().await;
-    if let Err(e) = shard.stop().await {
-        tracing::warn!(error = %e, "stopping the parameter store");
-    }
+    embedded.stop().await;
     let outcome = result.with_context(|| format!("job {}", job.name))?;
     let m = &outcome.metrics;
     let metric = [
