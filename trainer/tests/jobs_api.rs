@@ -57,7 +57,10 @@ fn manager(work_dir: &std::path::Path, store: String, max_active: usize) -> JobM
 }
 
 async fn call(app: axum::Router, request: Request<Body>) -> (StatusCode, Value) {
-    let response = app.oneshot(request).await.expect("the router is infallible");
+    let response = app
+        .oneshot(request)
+        .await
+        .expect("the router is infallible");
     let status = response.status();
     let body = axum::body::to_bytes(response.into_body(), usize::MAX)
         .await
@@ -71,7 +74,9 @@ fn post(body: impl Into<Body>) -> Request<Body> {
 }
 
 fn error_of(value: &Value) -> &str {
-    value["error"].as_str().expect("an error body has an `error` string")
+    value["error"]
+        .as_str()
+        .expect("an error body has an `error` string")
 }
 
 #[tokio::test]
@@ -105,7 +110,9 @@ async fn an_unknown_job_is_a_404() {
         Request::get("/v1/jobs/nope-1/events")
             .body(Body::empty())
             .unwrap(),
-        Request::delete("/v1/jobs/nope-1").body(Body::empty()).unwrap(),
+        Request::delete("/v1/jobs/nope-1")
+            .body(Body::empty())
+            .unwrap(),
     ] {
         let (status, body) = call(app.clone(), request).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
@@ -159,7 +166,11 @@ async fn too_many_jobs_is_a_429() {
     let app = http::router(manager(dir.path(), "127.0.0.1:9".into(), 1), None);
     let (status, body) = call(app.clone(), post(digits_job(0.95, 60))).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert!(body["id"].as_str().is_some_and(|id| id.starts_with("digits-")));
+    assert!(
+        body["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("digits-"))
+    );
     let (status, body) = call(app, post(digits_job(0.95, 60))).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
     assert!(error_of(&body).contains("limit is 1"), "{body}");
@@ -217,7 +228,7 @@ async fn follow(url: &str, id: &str, mut on_status: impl FnMut(&Value)) -> (usiz
     let response = reqwest::get(format!("{url}/v1/jobs/{id}/events"))
         .await
         .unwrap();
-    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    assert_eq!(response.status(), StatusCode::OK);
     let mut body = response.bytes_stream();
     let mut buffer = String::new();
     let mut statuses = 0;
@@ -258,7 +269,7 @@ async fn submit(url: &str, job: String) -> String {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), reqwest::StatusCode::CREATED);
+    assert_eq!(response.status(), StatusCode::CREATED);
     let body: Value = response.json().await.unwrap();
     body["id"].as_str().unwrap().to_string()
 }
@@ -315,7 +326,7 @@ async fn a_job_cancelled_over_http_ends_cancelled_and_stays_listed() {
                 let url = format!("{url}/v1/jobs/{target}");
                 tokio::spawn(async move {
                     let response = client.delete(url).send().await.unwrap();
-                    assert_eq!(response.status(), reqwest::StatusCode::OK);
+                    assert_eq!(response.status(), StatusCode::OK);
                 });
             }
         })
@@ -334,7 +345,7 @@ async fn a_job_cancelled_over_http_ends_cancelled_and_stays_listed() {
             .send()
             .await
             .unwrap();
-        assert_eq!(again.status(), reqwest::StatusCode::OK);
+        assert_eq!(again.status(), StatusCode::OK);
         let again: Value = again.json().await.unwrap();
         assert_eq!(again["state"], "cancelled");
         server.stop().await;

@@ -191,39 +191,36 @@ fn progress_events(
     id: String,
     rx: watch::Receiver<JobStatus>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures::stream::unfold(
-        (Phase::First, rx),
-        move |(phase, mut rx)| {
-            let manager = manager.clone();
-            let id = id.clone();
-            async move {
-                let event = match phase {
-                    Phase::Done => return None,
-                    Phase::First => {
+    futures::stream::unfold((Phase::First, rx), move |(phase, mut rx)| {
+        let manager = manager.clone();
+        let id = id.clone();
+        async move {
+            let event = match phase {
+                Phase::Done => return None,
+                Phase::First => {
+                    let st = rx.borrow_and_update().clone();
+                    return Some((Ok(status_event(&st)), (Phase::Updates, rx)));
+                }
+                Phase::Updates => match rx.changed().await {
+                    Ok(()) => {
                         let st = rx.borrow_and_update().clone();
                         return Some((Ok(status_event(&st)), (Phase::Updates, rx)));
                     }
-                    Phase::Updates => match rx.changed().await {
-                        Ok(()) => {
-                            let st = rx.borrow_and_update().clone();
-                            return Some((Ok(status_event(&st)), (Phase::Updates, rx)));
-                        }
-                        Err(_) => {
-                            let data = match manager.get(&id) {
-                                Ok(view) => serde_json::to_string(&view),
-                                // Forgotten already: the last status is all there is.
-                                Err(_) => serde_json::to_string(&*rx.borrow()),
-                            };
-                            Event::default()
-                                .event("end")
-                                .data(data.unwrap_or_else(|_| "{}".to_string()))
-                        }
-                    },
-                };
-                Some((Ok(event), (Phase::Done, rx)))
-            }
-        },
-    )
+                    Err(_) => {
+                        let data = match manager.get(&id) {
+                            Ok(view) => serde_json::to_string(&view),
+                            // Forgotten already: the last status is all there is.
+                            Err(_) => serde_json::to_string(&*rx.borrow()),
+                        };
+                        Event::default()
+                            .event("end")
+                            .data(data.unwrap_or_else(|_| "{}".to_string()))
+                    }
+                },
+            };
+            Some((Ok(event), (Phase::Done, rx)))
+        }
+    })
 }
 
 fn status_event(st: &JobStatus) -> Event {

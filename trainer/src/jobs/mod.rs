@@ -246,14 +246,22 @@ impl JobManager {
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut Entry)) {
-        let mut jobs = self.inner.jobs.lock().expect("the jobs lock is never poisoned");
+        let mut jobs = self
+            .inner
+            .jobs
+            .lock()
+            .expect("the jobs lock is never poisoned");
         if let Some(entry) = jobs.get_mut(id) {
             f(entry);
         }
     }
 
     fn finish(&self, id: &str, metrics: Option<Metrics>, error: Option<String>) {
-        let mut jobs = self.inner.jobs.lock().expect("the jobs lock is never poisoned");
+        let mut jobs = self
+            .inner
+            .jobs
+            .lock()
+            .expect("the jobs lock is never poisoned");
         if let Some(entry) = jobs.get_mut(id) {
             entry.finished = true;
             entry.metrics = metrics;
@@ -276,7 +284,11 @@ impl JobManager {
 
     /// Every remembered job, oldest first.
     pub fn list(&self) -> Vec<JobView> {
-        let jobs = self.inner.jobs.lock().expect("the jobs lock is never poisoned");
+        let jobs = self
+            .inner
+            .jobs
+            .lock()
+            .expect("the jobs lock is never poisoned");
         let mut views: Vec<(u64, JobView)> = jobs
             .iter()
             .map(|(id, e)| (e.seq, view(id, e, false)))
@@ -287,7 +299,11 @@ impl JobManager {
 
     /// One job with its latest status, and its metrics or error once it has ended.
     pub fn get(&self, id: &str) -> Result<JobView, JobsError> {
-        let jobs = self.inner.jobs.lock().expect("the jobs lock is never poisoned");
+        let jobs = self
+            .inner
+            .jobs
+            .lock()
+            .expect("the jobs lock is never poisoned");
         jobs.get(id)
             .map(|e| view(id, e, true))
             .ok_or_else(|| JobsError::UnknownJob(id.to_string()))
@@ -296,7 +312,11 @@ impl JobManager {
     /// The job's progress: the receiver sees every new status and reports the channel closed
     /// once the job has ended and its final status is in.
     pub fn subscribe(&self, id: &str) -> Result<watch::Receiver<JobStatus>, JobsError> {
-        let jobs = self.inner.jobs.lock().expect("the jobs lock is never poisoned");
+        let jobs = self
+            .inner
+            .jobs
+            .lock()
+            .expect("the jobs lock is never poisoned");
         jobs.get(id)
             .map(|e| e.status.clone())
             .ok_or_else(|| JobsError::UnknownJob(id.to_string()))
@@ -305,7 +325,11 @@ impl JobManager {
     /// Asks the job to stop: its workers finish their invocation and the model so far is
     /// written. A finished job is left as it is. Returns the job as it stands.
     pub fn cancel(&self, id: &str) -> Result<JobView, JobsError> {
-        let jobs = self.inner.jobs.lock().expect("the jobs lock is never poisoned");
+        let jobs = self
+            .inner
+            .jobs
+            .lock()
+            .expect("the jobs lock is never poisoned");
         let entry = jobs
             .get(id)
             .ok_or_else(|| JobsError::UnknownJob(id.to_string()))?;
@@ -320,7 +344,11 @@ impl JobManager {
     pub async fn shutdown(&self) {
         self.inner.running.close();
         let receivers: Vec<watch::Receiver<JobStatus>> = {
-            let jobs = self.inner.jobs.lock().expect("the jobs lock is never poisoned");
+            let jobs = self
+                .inner
+                .jobs
+                .lock()
+                .expect("the jobs lock is never poisoned");
             jobs.values()
                 .filter(|e| !e.finished)
                 .map(|e| {
@@ -357,7 +385,11 @@ fn view(id: &str, e: &Entry, with_metrics: bool) -> JobView {
         },
         started: e.started,
         status,
-        metrics: if with_metrics { e.metrics.clone() } else { None },
+        metrics: if with_metrics {
+            e.metrics.clone()
+        } else {
+            None
+        },
         error: e.error.clone(),
     }
 }
