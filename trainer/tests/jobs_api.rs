@@ -176,6 +176,27 @@ async fn too_many_jobs_is_a_429() {
     assert!(error_of(&body).contains("limit is 1"), "{body}");
 }
 
+// Current-thread runtime: both jobs are queued before either task runs.
+#[tokio::test]
+async fn a_queued_job_cancelled_before_it_starts_ends_cancelled_without_running() {
+    tokio::time::timeout(TEST_LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = manager(dir.path(), "127.0.0.1:9".into(), 2);
+        let first = manager.submit_text(&digits_job(0.95, 60), false).unwrap();
+        let queued = manager.submit_text(&digits_job(0.95, 60), false).unwrap();
+        assert_ne!(first, queued);
+        let mut progress = manager.subscribe(&queued).unwrap();
+        manager.cancel(&queued).unwrap();
+        while progress.changed().await.is_ok() {}
+        let job = manager.get(&queued).unwrap();
+        assert_eq!(job.state, cumulus_trainer::report::JobState::Cancelled);
+        assert!(!job.started);
+        assert_eq!(manager.list().len(), 2, "a finished job stays listed");
+    })
+    .await
+    .expect("the queued job ends at once");
+}
+
 /// A real server on port 0 with its shard; dropped state shuts both down.
 struct Server {
     url: String,

@@ -201,9 +201,11 @@ impl JobManager {
         mut cancel: watch::Receiver<bool>,
     ) {
         let inner = &self.inner;
+        // A cancel that has already arrived wins over a slot that is free at the same time.
         let permit = tokio::select! {
-            permit = inner.running.clone().acquire_owned() => permit.ok(),
+            biased;
             _ = cancel.wait_for(|&c| c) => None,
+            permit = inner.running.clone().acquire_owned() => permit.ok(),
         };
         let Some(_permit) = permit else {
             // Cancelled (or shut down) before it started: nothing ran, nothing to write.
