@@ -4,7 +4,8 @@
 //! Built so far: [`job`], the validated job file; [`filter`], the significance filter every worker
 //! applies before it pushes; [`replica`], a worker's local model with its accumulators;
 //! [`autotune`], the scale-in auto-tuner that decides when a worker can go. The coordinator and
-//! the worker function arrive with the serverless-training issue.
+//! the worker function arrive with the serverless-training issue. [`jobs`] is the job manager of
+//! `cumulus up` and its HTTP API.
 
 pub mod autotune;
 pub mod coordinator;
