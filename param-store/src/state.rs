@@ -303,6 +303,32 @@ impl JobState {
     }
 
     fn apply_dense(&self, t: usize, start: u64, values: &[f32], version: u64) {
+        self.for_each_owned_run(t, start, values, |chunk, from, dst_src| {
+            let (dst, src) = dst_src;
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d += *s;
+            }
+            let to = from + src.len();
+            if to - from > chunk.log_limit() {
+                chunk.reset_log(version);
+            } else {
+                for off in from..to {
+                    chunk.log_change(version, off);
+                }
+            }
+        });
+    }
+
+    /// Calls `f(chunk, offset in chunk, (chunk values, source values))` for each owned chunk that
+    /// `[start, start + values.len())` of tensor `t` touches, with the chunk's sub-shard locked.
+    /// Chunks owned by other shards are skipped.
+    fn for_each_owned_run(
+        &self,
+        t: usize,
+        start: u64,
+        values: &[f32],
+        mut f: impl FnMut(&mut Chunk, usize, (&mut [f32], &[f32])),
+    ) {
         let cs = u64::from(self.layout.chunk_size);
         let end = start + values.len() as u64;
         let mut pos = start;
@@ -317,18 +343,12 @@ impl JobState {
                     let from = (pos - chunk.start) as usize;
                     let to = (chunk_end - chunk.start) as usize;
                     let src = values.get((pos - start) as usize..(chunk_end - start) as usize);
-                    if let (Some(dst), Some(src)) = (chunk.values.get_mut(from..to), src) {
-                        for (d, s) in dst.iter_mut().zip(src) {
-                            *d += *s;
-                        }
+                    // The values are moved out for the call so `f` may also touch the chunk's log.
+                    let mut dst = std::mem::take(&mut chunk.values);
+                    if let (Some(d), Some(src)) = (dst.get_mut(from..to), src) {
+                        f(chunk, from, (d, src));
                     }
-                    if to - from > chunk.log_limit() {
-                        chunk.reset_log(version);
-                    } else {
-                        for off in from..to {
-                            chunk.log_change(version, off);
-                        }
-                    }
+                    chunk.values = dst;
                 }
             }
             pos = chunk_end;
@@ -428,27 +448,9 @@ impl JobState {
 
     /// Overwrites owned values in `[start, start + values.len())` of tensor `t` (snapshot load).
     pub fn import_range(&self, t: usize, start: u64, values: &[f32]) {
-        let cs = u64::from(self.layout.chunk_size);
-        let end = start + values.len() as u64;
-        let mut pos = start;
-        while pos < end {
-            let c = pos / cs;
-            let chunk_end = ((c + 1) * cs).min(end);
-            if let Some((s, p)) = self.slot(t, c)
-                && let Some(sub) = self.subs.get(s)
-            {
-                let mut sub = lock(sub);
-                if let Some(chunk) = sub.chunks.get_mut(p) {
-                    let from = (pos - chunk.start) as usize;
-                    let to = (chunk_end - chunk.start) as usize;
-                    let src = values.get((pos - start) as usize..(chunk_end - start) as usize);
-                    if let (Some(dst), Some(src)) = (chunk.values.get_mut(from..to), src) {
-                        dst.copy_from_slice(src);
-                    }
-                }
-            }
-            pos = chunk_end;
-        }
+        self.for_each_owned_run(t, start, values, |_, _, (dst, src)| {
+            dst.copy_from_slice(src)
+        });
     }
 
     /// Owned chunks and elements.
