@@ -5,7 +5,7 @@
 //! applies before it pushes; [`replica`], a worker's local model with its accumulators;
 //! [`autotune`], the scale-in auto-tuner that decides when a worker can go. The coordinator and
 //! the worker function arrive with the serverless-training issue. [`jobs`] is the job manager of
-//! `cumulus up` and its HTTP API.
+//! `cumulus up` and its HTTP API; [`plan`] predicts a job's time and cost (`cumulus train --plan`).
 
 pub mod autotune;
 pub mod coordinator;
@@ -17,6 +17,7 @@ pub mod invoker;
 pub mod job;
 pub mod jobs;
 pub mod partition;
+pub mod plan;
 pub mod plot;
 pub mod replica;
 pub mod report;
