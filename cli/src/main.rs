@@ -9,6 +9,7 @@ mod function;
 mod jobs;
 mod models;
 mod param_store;
+mod plan;
 mod telemetry;
 mod train;
 mod up;
@@ -31,7 +32,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a training job to the end on the embedded default, with a progress bar.
+    /// Run a training job to the end on the embedded default, with a progress bar; `--plan`
+    /// predicts its time and cost for several worker counts and memory tiers first.
     Train(train::TrainArgs),
     /// Work with the model zoo and model folders.
     #[command(subcommand)]

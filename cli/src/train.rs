@@ -1,6 +1,7 @@
 //! `cumulus train JOB.toml`: runs one job to the end on the embedded default — a parameter-store
 //! shard in this process, worker functions as local processes (`cumulus fn train-worker`) on the
 //! function platform — with a live progress bar, then writes the model folder and metrics.json.
+//! `--plan` predicts its time and cost first (see [`crate::plan`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,14 +11,16 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use cumulus_param_store::{ShardConfig, ShardHandle};
-use cumulus_runtime::{CumulusConfig, FunctionOverride, Platform};
-use cumulus_trainer::coordinator::{RunOptions, run_job};
+use cumulus_runtime::{CumulusConfig, Platform};
+use cumulus_trainer::coordinator::{JobOutcome, RunOptions, run_job};
 use cumulus_trainer::invoker::PlatformInvoker;
 use cumulus_trainer::job::JobSpec;
 use cumulus_trainer::report::JobStatus;
 use cumulus_trainer::worker;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
+
+use crate::plan::PlanArgs;
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -36,9 +39,12 @@ pub struct TrainArgs {
     /// Deadline of one worker invocation, in seconds (the function's time limit).
     #[arg(long, env = "CUMULUS_WORKER_TIMEOUT_SECS", default_value_t = 120)]
     worker_timeout_secs: u64,
+    #[command(flatten)]
+    plan: PlanArgs,
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let job_file = args.job.display().to_string();
     let mut job = JobSpec::from_file(&args.job)?;
     if let Some(out) = &args.out {
         job.output = Some(out.clone());
@@ -47,17 +53,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         Some(file) => CumulusConfig::load(file)?,
         None => CumulusConfig::default(),
     };
-    // The worker function: one instance per worker, at the job's memory tier.
-    let entry = config
-        .functions
-        .overrides
-        .entry(worker::KIND.to_string())
-        .or_insert_with(FunctionOverride::default);
-    entry.memory_mb = Some(job.workers.memory_mb);
-    entry.max_instances = Some(job.workers.count as usize);
-    entry.timeout_ms = Some(args.worker_timeout_secs.saturating_mul(1000));
-    entry.queue_capacity = entry.queue_capacity.or(Some(job.workers.count as usize));
-
     let temp;
     let work_dir = match &args.work_dir {
         Some(dir) => dir.clone(),
@@ -73,7 +68,31 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(train(job, config, work_dir))
+    if args.plan.plan {
+        return runtime.block_on(crate::plan::plan(
+            args.plan,
+            job,
+            &job_file,
+            config,
+            &work_dir,
+            args.worker_timeout_secs,
+        ));
+    }
+    worker_config(&mut config, &job, args.worker_timeout_secs);
+    runtime.block_on(train(job, config, work_dir)).map(|_| ())
+}
+
+/// The worker function: one instance per worker, at the job's memory tier.
+pub(crate) fn worker_config(config: &mut CumulusConfig, job: &JobSpec, timeout_secs: u64) {
+    let entry = config
+        .functions
+        .overrides
+        .entry(worker::KIND.to_string())
+        .or_default();
+    entry.memory_mb = Some(job.workers.memory_mb);
+    entry.max_instances = Some(job.workers.count as usize);
+    entry.timeout_ms = Some(timeout_secs.saturating_mul(1000));
+    entry.queue_capacity = entry.queue_capacity.or(Some(job.workers.count as usize));
 }
 
 /// The embedded default's long-lived parts, shared by `cumulus train` and `cumulus up`: one
@@ -107,7 +126,12 @@ impl Embedded {
     }
 }
 
-async fn train(job: JobSpec, config: CumulusConfig, work_dir: PathBuf) -> anyhow::Result<()> {
+/// Runs `job` to the end with a progress bar and prints its summary.
+pub(crate) async fn train(
+    job: JobSpec,
+    config: CumulusConfig,
+    work_dir: PathBuf,
+) -> anyhow::Result<JobOutcome> {
     let embedded = Embedded::start(config, &work_dir).await?;
     let platform = embedded.platform.clone();
     let job_id = format!(
@@ -169,7 +193,7 @@ async fn train(job: JobSpec, config: CumulusConfig, work_dir: PathBuf) -> anyhow
         println!("stopped: {reason}");
     }
     println!("model written to {}", outcome.output_dir.display());
-    Ok(())
+    Ok(outcome)
 }
 
 fn progress_bar(job: &JobSpec) -> ProgressBar {
