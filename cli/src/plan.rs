@@ -14,7 +14,7 @@ use cumulus_trainer::job::JobSpec;
 use cumulus_trainer::plan::profile::{
     ProfileSettings, add_profile_functions, profile_tiers, run_profile,
 };
-use cumulus_trainer::plan::{Choice, Comparison, CpuModel, Plan, validate_grid};
+use cumulus_trainer::plan::{Choice, Comparison, CpuModel, EpochsSource, Plan, validate_grid};
 use cumulus_trainer::worker;
 
 use crate::train::{Embedded, train, worker_config};
@@ -253,6 +253,16 @@ fn print_plan(plan: &Plan, job: &JobSpec) {
         None => String::new(),
     };
     println!("  epochs{target}: {}{curve}", m.epochs.source);
+    if m.epochs.source == EpochsSource::Extrapolated {
+        println!(
+            "  (a learning curve's tail flattens: a longer --profile-secs lets the profile reach the target and measure the epochs instead)"
+        );
+    }
+    if job.autotune.enabled {
+        println!(
+            "  note: the job's auto-tuner may remove workers while it runs; the plan assumes the count stays as chosen"
+        );
+    }
 
     let mut table = Table::new();
     table.load_style(comfy_table::presets::ASCII_FULL_CONDENSED);

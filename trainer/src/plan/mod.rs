@@ -374,8 +374,15 @@ fn fit_epochs(profile: &Profile, job: &JobSpec) -> EpochsModel {
     let Some(target) = target else {
         return fallback(max_epochs);
     };
-    // Per run: the epoch of the first evaluation at the target, else the extrapolated one.
-    let mut per_count: Vec<(u32, f64, bool)> = Vec::new();
+    // Per run: the epoch of the first evaluation at the target; else the curve's tail
+    // extrapolated, with the epochs it ran without reaching the target as a floor.
+    struct Estimate {
+        workers: u32,
+        epochs: f64,
+        measured: bool,
+        ran: f64,
+    }
+    let mut estimates = Vec::new();
     for run in &profile.runs {
         let measured = run
             .curve
@@ -383,39 +390,59 @@ fn fit_epochs(profile: &Profile, job: &JobSpec) -> EpochsModel {
             .find(|&&(_, v)| metric.reached(v, target))
             .map(|&(e, _)| e);
         if let Some(e) = measured {
-            per_count.push((run.workers, e, true));
+            estimates.push(Estimate {
+                workers: run.workers,
+                epochs: e,
+                measured: true,
+                ran: e,
+            });
             continue;
         }
-        let points: Vec<(f64, f64)> = run
-            .curve
+        // The tail: a learning curve flattens, and its early, steep part would promise the
+        // target far too soon.
+        let tail = run.curve.len().div_ceil(2).max(3).min(run.curve.len());
+        let points: Vec<(f64, f64)> = run.curve[run.curve.len() - tail..]
             .iter()
             .map(|&(e, v)| (e, gap(metric, v)))
             .collect();
-        let reached_so_far = run.curve.last().map_or(0.0, |&(e, _)| e);
+        let ran = run.curve.last().map_or(0.0, |&(e, _)| e);
         if let Some((a, b)) = power_law(&points)
             && let Some(e) = power_law_epochs(a, b, gap(metric, target))
-            && e >= reached_so_far
         {
-            per_count.push((run.workers, e, false));
+            estimates.push(Estimate {
+                workers: run.workers,
+                epochs: e.max(ran),
+                measured: false,
+                ran,
+            });
         }
     }
-    let mut counts: Vec<u32> = per_count.iter().map(|p| p.0).collect();
+    let mut counts: Vec<u32> = estimates.iter().map(|p| p.workers).collect();
     counts.sort_unstable();
     counts.dedup();
     let mut all_measured = true;
-    // (ln n, ln E) per count; a measured run outranks extrapolated ones at the same count.
+    // (ln n, ln E) per count: the mean of the measured runs; without one, the extrapolation of
+    // the run that ran longest (its curve says the most), no less than any run got to.
     let mut points = Vec::new();
     for n in counts {
-        let at_n: Vec<&(u32, f64, bool)> = per_count.iter().filter(|p| p.0 == n).collect();
-        let measured: Vec<f64> = at_n.iter().filter(|p| p.2).map(|p| p.1).collect();
-        let chosen: Vec<f64> = if measured.is_empty() {
+        let at_n: Vec<&Estimate> = estimates.iter().filter(|p| p.workers == n).collect();
+        let measured: Vec<f64> = at_n
+            .iter()
+            .filter(|p| p.measured)
+            .map(|p| p.epochs)
+            .collect();
+        let e = if measured.is_empty() {
             all_measured = false;
-            at_n.iter().map(|p| p.1).collect()
+            let longest = at_n
+                .iter()
+                .max_by(|a, b| a.ran.total_cmp(&b.ran))
+                .expect("every count comes from an estimate");
+            let floor = at_n.iter().map(|p| p.ran).fold(0.0, f64::max);
+            longest.epochs.max(floor)
         } else {
-            measured
+            measured.iter().sum::<f64>() / measured.len() as f64
         };
-        let mean = chosen.iter().sum::<f64>() / chosen.len() as f64;
-        points.push((f64::from(n).ln(), mean.ln()));
+        points.push((f64::from(n).ln(), e.ln()));
     }
     if points.is_empty() {
         return fallback(max_epochs);

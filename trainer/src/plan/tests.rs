@@ -393,3 +393,63 @@ fn a_job_bounded_only_by_its_wall_time_runs_to_it() {
         assert!(p.wall_secs < 20.0 + 2.0 * round + 1e-9, "{p:?}");
     }
 }
+
+#[test]
+fn a_flattening_curve_is_extrapolated_from_its_tail_never_below_what_ran() {
+    let job = JobSpec::from_toml_str(
+        "plan-rmse.toml",
+        r#"
+        name = "plan-rmse"
+        [model]
+        arch = "mlp"
+        input_dim = 8
+        hidden = [8]
+        n_outputs = 1
+        [data]
+        source = "builtin:digits"
+        [training]
+        loss = "mse"
+        batch_size = 32
+        optimizer = { kind = "sgd", lr = 0.1 }
+        steps_per_invocation = 10
+        [workers]
+        count = 1
+        [stop]
+        target_rmse = 0.95
+        max_epochs = 10
+        "#,
+    )
+    .expect("the test job is valid");
+    // Test RMSE of PMF on MovieLens-100K in a profile run: steep, then flat above the target.
+    let long = [
+        (0.14, 3.238),
+        (0.28, 2.785),
+        (0.43, 2.342),
+        (0.57, 1.901),
+        (0.71, 1.484),
+        (0.85, 1.191),
+        (1.0, 1.065),
+        (1.14, 1.024),
+        (1.28, 1.005),
+        (1.42, 0.993),
+        (1.56, 0.985),
+        (1.71, 0.978),
+        (1.85, 0.974),
+        (1.99, 0.972),
+        (2.13, 0.969),
+        (2.28, 0.967),
+    ];
+    let mut profile = synthetic_profile(LOCAL, &TRUTH);
+    profile.runs.retain(|r| r.workers == 1);
+    profile.runs[0].curve = long[..9].to_vec();
+    profile.runs[1].curve = long.to_vec();
+    let model = fit(&profile, &job, LOCAL).expect("fits");
+    assert_eq!(model.epochs.source, EpochsSource::Extrapolated);
+    let e = model.epochs.epochs(1).expect("estimated");
+    // Past what the longer run reached, and short of the whole curve's power law, which the
+    // steep start bends down to about 1.4 epochs.
+    assert!(e > 2.28 && e <= 10.0, "{e}");
+    let (a, b) = power_law(&long).expect("falls");
+    let whole = power_law_epochs(a, b, 0.95).expect("reachable");
+    assert!(whole < 2.28, "{whole}");
+}
