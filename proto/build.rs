@@ -23,6 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&descriptors),
     )?;
     tonic_prost_build::configure()
+        // Pull answers are shared between pullers and sent many times: `Bytes` clones by refcount.
+        .bytes(".paramstore.v1.PullChunk")
         .build_server(true)
         .build_client(true)
         .compile_fds(descriptors)?;

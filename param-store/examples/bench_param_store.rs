@@ -16,7 +16,7 @@ fn main() -> Result<(), cumulus_param_store::StoreError> {
         params: get(3, "10000000").parse().unwrap_or(10_000_000),
         rounds: get(4, "5").parse().unwrap_or(5),
         redis_server: (get(5, "") == "redis").then(|| "redis-server".into()),
-        wal_fsync: true,
+        wal_fsync: std::env::var("BENCH_FSYNC").map_or(true, |v| v != "0"),
         out: args.get(6).map(Into::into),
     };
     cumulus_param_store::bench::run_blocking(opts).map(|_| ())

@@ -1,7 +1,14 @@
 //! One chunk of a tensor: its values and a bounded, version-sorted log of recent changes, so that
 //! "what changed since version v" costs what changed rather than the chunk's size.
 
-use cumulus_proto::paramstore::v1 as pb;
+/// The offsets one push changed in one chunk.
+#[derive(Debug, Clone)]
+pub struct LogBatch {
+    /// The push's version.
+    pub version: u64,
+    /// Chunk offsets it changed.
+    pub offsets: Vec<u32>,
+}
 
 /// Values of one chunk and its recent changes.
 #[derive(Debug, Clone)]
@@ -14,69 +21,189 @@ pub struct Chunk {
     pub start: u64,
     /// Values.
     pub values: Vec<f32>,
-    /// Recent changes as (version, offset), sorted by version: a pull "since v" with `v >= log_floor`
-    /// reads only these, so a sparse pull costs what changed, not the chunk's size. Callers
-    /// further behind get the whole chunk (a superset is always a correct answer).
-    pub log: Vec<(u64, u32)>,
+    /// Recent changes, one batch per push, sorted by version: a pull "since v" with
+    /// `v >= log_floor` reads only these, so a sparse pull costs what changed, not the chunk's
+    /// size. Callers further behind get the whole chunk (a superset is always a correct answer).
+    /// Pushes applied concurrently may reach a chunk out of version order; a late batch is
+    /// inserted among a handful of batches instead of shifting every logged entry.
+    pub log: Vec<LogBatch>,
+    /// Offsets in `log`, all batches together.
+    pub log_entries: usize,
     /// Every change dropped from `log` has a version at or below this.
     pub log_floor: u64,
 }
 
 impl Chunk {
-    /// Longest change log before its older half is dropped (an eighth of the chunk).
+    /// A chunk with an empty log.
+    pub fn new(tensor: u32, index: u32, start: u64, values: Vec<f32>, log_floor: u64) -> Self {
+        Self {
+            tensor,
+            index,
+            start,
+            values,
+            log: Vec::new(),
+            log_entries: 0,
+            log_floor,
+        }
+    }
+
+    /// Most logged offsets before the oldest batches are dropped (an eighth of the chunk).
     pub(crate) fn log_limit(&self) -> usize {
         (self.values.len() / 8).max(64)
     }
 
-    pub(crate) fn log_change(&mut self, version: u64, offset: usize) {
-        // Kept sorted by version, so a pull finds its start by binary search. Versions arrive in
-        // order except among pushes applied concurrently, which insert a little way back.
-        if self.log.last().is_none_or(|&(v, _)| v <= version) {
-            self.log.push((version, offset as u32));
-        } else {
-            let at = self.log.partition_point(|&(v, _)| v <= version);
-            self.log.insert(at, (version, offset as u32));
+    /// Logs the offsets one push changed (at most [`Self::log_limit`]; more should
+    /// [`Self::reset_log`] instead).
+    pub(crate) fn log_batch(&mut self, version: u64, offsets: Vec<u32>) {
+        if offsets.is_empty() {
+            return;
         }
-        if self.log.len() > self.log_limit() {
-            let half = self.log.len() / 2;
-            let dropped = self.log.drain(..half).map(|(v, _)| v).max().unwrap_or(0);
-            self.log_floor = self.log_floor.max(dropped);
+        self.log_entries += offsets.len();
+        let batch = LogBatch { version, offsets };
+        if self.log.last().is_none_or(|b| b.version <= version) {
+            self.log.push(batch);
+        } else {
+            let at = self.log.partition_point(|b| b.version <= version);
+            self.log.insert(at, batch);
+        }
+        // Drop the oldest batches until the log is within its limit again.
+        let limit = self.log_limit();
+        let mut drop_n = 0;
+        let mut left = self.log_entries;
+        let mut floor = self.log_floor;
+        for b in &self.log {
+            if left <= limit {
+                break;
+            }
+            left -= b.offsets.len();
+            floor = floor.max(b.version);
+            drop_n += 1;
+        }
+        if drop_n > 0 {
+            self.log.drain(..drop_n);
+            self.log_entries = left;
+            self.log_floor = floor;
         }
     }
 
     /// Forgets the log (after a change to much of the chunk): pulls from before `version` get the
     /// whole chunk instead.
     pub(crate) fn reset_log(&mut self, version: u64) {
-        let dropped = self.log.iter().map(|(v, _)| *v).max().unwrap_or(0);
+        let dropped = self.log.iter().map(|b| b.version).max().unwrap_or(0);
         self.log.clear();
+        self.log_entries = 0;
         self.log_floor = self.log_floor.max(dropped).max(version);
     }
 
-    /// Entries of `[from, to)` (chunk offsets) changed after `since`, as (offset - from, value)
-    /// pairs (an entry changed twice may appear twice, with its current value), or the whole
-    /// range as a dense run when `since` is older than the log.
+    /// Entries of `[from, to)` (chunk offsets) changed after `since`, appended as little-endian
+    /// `offset - from` (u32) and value (f32) (an entry changed twice may appear twice, with its
+    /// current value), or the whole range as a dense run of values when `since` is older than
+    /// the log (then nothing is appended to `offsets`).
     pub(crate) fn changed_since(
         &self,
         since: u64,
         from: usize,
         to: usize,
-        out: &mut pb::PullChunk,
+        offsets: &mut Vec<u8>,
+        values: &mut Vec<u8>,
     ) {
         if since >= self.log_floor {
-            let first = self.log.partition_point(|&(v, _)| v <= since);
-            for &(_, off) in self.log.get(first..).unwrap_or_default() {
-                let o = off as usize;
-                if o >= from
-                    && o < to
-                    && let Some(v) = self.values.get(o)
-                {
-                    out.offsets.push((o - from) as u32);
-                    out.values.push(*v);
+            let first = self.log.partition_point(|b| b.version <= since);
+            let batches = self.log.get(first..).unwrap_or_default();
+            let n: usize = batches.iter().map(|b| b.offsets.len()).sum();
+            offsets.reserve(4 * n);
+            values.reserve(4 * n);
+            let whole = from == 0 && to >= self.values.len();
+            for b in batches {
+                for &off in &b.offsets {
+                    let o = off as usize;
+                    if (whole || (o >= from && o < to))
+                        && let Some(v) = self.values.get(o)
+                    {
+                        offsets.extend_from_slice(&((o - from) as u32).to_le_bytes());
+                        values.extend_from_slice(&v.to_le_bytes());
+                    }
                 }
             }
             return;
         }
-        out.values
-            .extend_from_slice(self.values.get(from..to).unwrap_or_default());
+        extend_le(values, self.values.get(from..to).unwrap_or_default());
+    }
+}
+
+/// Appends f32 values as little-endian bytes.
+pub(crate) fn extend_le(out: &mut Vec<u8>, values: &[f32]) {
+    out.reserve(4 * values.len());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// Reads little-endian 4-byte words (`what` names the field in the error).
+pub(crate) fn words_le<'a>(
+    bytes: &'a [u8],
+    what: &'a str,
+) -> Result<impl Iterator<Item = [u8; 4]> + 'a, String> {
+    if bytes.len() % 4 != 0 {
+        return Err(format!(
+            "{what}: {} bytes is not a whole number of 4-byte words",
+            bytes.len()
+        ));
+    }
+    Ok(bytes.chunks_exact(4).map(|w| [w[0], w[1], w[2], w[3]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changed(chunk: &Chunk, since: u64) -> Option<Vec<u32>> {
+        let (mut offsets, mut values) = (Vec::new(), Vec::new());
+        chunk.changed_since(since, 0, chunk.values.len(), &mut offsets, &mut values);
+        if offsets.is_empty() && !values.is_empty() {
+            return None; // dense fallback
+        }
+        let mut got: Vec<u32> = words_le(&offsets, "offsets")
+            .unwrap()
+            .map(u32::from_le_bytes)
+            .collect();
+        got.sort_unstable();
+        got.dedup();
+        Some(got)
+    }
+
+    #[test]
+    fn out_of_order_batches_and_trimming_keep_every_change_after_the_floor() {
+        // 1024 values: the log holds at most 128 offsets.
+        let mut chunk = Chunk::new(0, 0, 0, vec![0.0; 1024], 0);
+        let mut last = vec![0u64; 1024];
+        // Versions arrive 2, 1, 4, 3, ... as concurrent pushes do.
+        let order: Vec<u64> = (1..=40u64)
+            .map(|v| if v % 2 == 1 { v + 1 } else { v - 1 })
+            .collect();
+        for &v in &order {
+            let offsets: Vec<u32> = (0..20).map(|k| ((v * 37 + k * 11) % 1024) as u32).collect();
+            for &o in &offsets {
+                last[o as usize] = last[o as usize].max(v);
+            }
+            chunk.log_batch(v, offsets);
+            assert!(chunk.log_entries <= chunk.log_limit());
+            assert_eq!(
+                chunk.log_entries,
+                chunk.log.iter().map(|b| b.offsets.len()).sum::<usize>()
+            );
+            assert!(chunk.log.windows(2).all(|w| w[0].version <= w[1].version));
+        }
+        assert!(chunk.log_floor > 0, "the log was trimmed");
+        for since in 0..=40 {
+            let want: Vec<u32> = (0..1024u32).filter(|&o| last[o as usize] > since).collect();
+            match changed(&chunk, since) {
+                None => assert!(since < chunk.log_floor, "dense only below the floor"),
+                Some(got) => {
+                    assert!(since >= chunk.log_floor);
+                    assert_eq!(got, want, "since {since}");
+                }
+            }
+        }
     }
 }

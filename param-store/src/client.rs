@@ -23,6 +23,7 @@ use pb::param_store_client::ParamStoreClient as Raw;
 use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::chunk::words_le;
 use crate::error::{Result, StoreError};
 use crate::layout::{JobLayout, chunk_owner};
 use crate::routing::{Routing, split_push};
@@ -395,9 +396,7 @@ impl ParamStoreClient {
         let mut out = vec![0.0; usize::try_from(end - start).unwrap_or(0)];
         for chunk in parts.into_iter().flatten() {
             let off = usize::try_from(chunk.start.saturating_sub(start)).unwrap_or(usize::MAX);
-            if let Some(dst) = out.get_mut(off..off.saturating_add(chunk.values.len())) {
-                dst.copy_from_slice(&chunk.values);
-            }
+            copy_dense(&chunk, &mut out, off)?;
         }
         Ok(out)
     }
@@ -428,9 +427,7 @@ impl ParamStoreClient {
                 continue;
             };
             let off = usize::try_from(chunk.start).unwrap_or(usize::MAX);
-            if let Some(dst) = dst.get_mut(off..off.saturating_add(chunk.values.len())) {
-                dst.copy_from_slice(&chunk.values);
-            }
+            copy_dense(&chunk, dst, off)?;
         }
         Ok(out)
     }
@@ -484,16 +481,29 @@ impl ParamStoreClient {
                             tensor: chunk.tensor.clone(),
                             ..Default::default()
                         });
+                let values = words_le(&chunk.values, "pull answer values").map_err(bad_answer)?;
+                let before = entry.values.len();
+                entry.values.extend(values.map(f32::from_le_bytes));
+                let n = (entry.values.len() - before) as u64;
                 if chunk.offsets.is_empty() {
                     // A dense run: the caller was further behind than the chunk's change log.
-                    let n = chunk.values.len() as u64;
                     entry.indices.extend(chunk.start..chunk.start + n);
                 } else {
+                    let offsets =
+                        words_le(&chunk.offsets, "pull answer offsets").map_err(bad_answer)?;
+                    let base = entry.indices.len();
+                    let start = chunk.start;
                     entry
                         .indices
-                        .extend(chunk.offsets.iter().map(|&o| chunk.start + u64::from(o)));
+                        .extend(offsets.map(|o| start + u64::from(u32::from_le_bytes(o))));
+                    if (entry.indices.len() - base) as u64 != n {
+                        return Err(bad_answer(format!(
+                            "pull answer of tensor '{}': {} offsets for {n} values",
+                            chunk.tensor,
+                            entry.indices.len() - base
+                        )));
+                    }
                 }
-                entry.values.extend_from_slice(&chunk.values);
             }
         }
         let mut changed: Vec<_> = by_tensor.into_values().collect();
@@ -568,4 +578,18 @@ impl ParamStoreClient {
             .clear();
         Ok(())
     }
+}
+
+/// A shard answered something that breaks the pull contract.
+fn bad_answer(reason: String) -> StoreError {
+    StoreError::invalid(format!("malformed answer from a shard: {reason}"))
+}
+
+/// Copies a dense pull chunk into `dst` at `off` (values past `dst`'s end are ignored).
+fn copy_dense(chunk: &pb::PullChunk, dst: &mut [f32], off: usize) -> Result<()> {
+    let values = words_le(&chunk.values, "pull answer values").map_err(bad_answer)?;
+    for (d, w) in dst.iter_mut().skip(off).zip(values) {
+        *d = f32::from_le_bytes(w);
+    }
+    Ok(())
 }

@@ -38,7 +38,10 @@ pub struct Shard {
     pull_cache: std::sync::Mutex<Option<PullCacheEntry>>,
 }
 
-type PullCacheEntry = ((String, u64, u64), Arc<Vec<pb::PullChunk>>);
+type PullCacheEntry = (
+    (String, u64, u64),
+    Arc<std::sync::OnceLock<Option<Arc<Vec<pb::PullChunk>>>>>,
+);
 
 fn incarnation(dir: &std::path::Path) -> Result<u64> {
     let path = dir.join("incarnation");
@@ -224,9 +227,10 @@ impl Shard {
     }
 
     /// Workers of a job typically pull "everything since the last round" at the same moment: the
-    /// answer for one (job, since) at one watermark is computed once and reused until a push
-    /// completes. Reuse is exact: pushes in flight all have versions above the watermark, so the
-    /// caller's next pull (since that watermark) sees them.
+    /// answer for one (job, since) at one watermark is computed once — concurrent callers wait for
+    /// the first one's computation instead of repeating it — and reused until a push completes.
+    /// Reuse is exact: pushes in flight all have versions above the watermark, so the caller's
+    /// next pull (since that watermark) sees them.
     fn pull_cached(
         &self,
         job: &crate::state::JobState,
@@ -236,26 +240,43 @@ impl Shard {
             return job.pull(&req.ranges, req.since_version);
         };
         let key = (job.layout.job_id.clone(), since, job.watermark());
-        {
-            let cache = self
+        let cell = {
+            let mut cache = self
                 .pull_cache
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((k, chunks)) = cache.as_ref()
-                && *k == key
-            {
-                return Ok(chunks.as_ref().clone());
+            match cache.as_ref() {
+                Some((k, cell)) if *k == key => cell.clone(),
+                _ => {
+                    let cell = Arc::new(std::sync::OnceLock::new());
+                    *cache = Some((key.clone(), cell.clone()));
+                    cell
+                }
             }
+        };
+        let mut mine = None;
+        let cached = cell.get_or_init(|| match job.pull(&[], Some(since)) {
+            // Only an answer whose reported version is the key's watermark may be reused.
+            Ok(chunks) if chunks.iter().all(|c| c.version == key.2) => Some(Arc::new(chunks)),
+            other => {
+                mine = Some(other);
+                None
+            }
+        });
+        if let Some(chunks) = cached {
+            return Ok(chunks.as_ref().clone());
         }
-        let chunks = Arc::new(job.pull(&[], Some(since))?);
-        // Only an answer whose reported version is the key's watermark may be reused.
-        if chunks.iter().all(|c| c.version == key.2) {
-            *self
-                .pull_cache
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((key, chunks.clone()));
+        let mut cache = self
+            .pull_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.as_ref().is_some_and(|(k, _)| *k == key) {
+            *cache = None;
         }
-        Ok(chunks.as_ref().clone())
+        drop(cache);
+        // Either this caller's answer could not be shared (a push completed meanwhile), or it
+        // waited on such an answer and computes its own.
+        mine.unwrap_or_else(|| job.pull(&[], Some(since)))
     }
 
     /// Advances a worker's clock (durably) and optionally waits for the synchronization mode.

@@ -85,6 +85,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Adds one run of a sparse push (indices all inside `chunk`) and logs the changes.
+fn add_run(chunk: &mut Chunk, indices: &[u64], values: &[f32], version: u64) {
+    let base = chunk.start;
+    // A run touching much of the chunk replaces its log instead of flooding it.
+    let logged = indices.len() <= chunk.log_limit();
+    let mut offsets = Vec::with_capacity(if logged { indices.len() } else { 0 });
+    for (&idx, &val) in indices.iter().zip(values) {
+        let off = (idx - base) as usize;
+        if let Some(x) = chunk.values.get_mut(off) {
+            *x += val;
+            if logged {
+                offsets.push(off as u32);
+            }
+        }
+    }
+    if logged {
+        chunk.log_batch(version, offsets);
+    } else {
+        chunk.reset_log(version);
+    }
+}
+
 impl JobState {
     /// Creates the chunks this shard owns, filled by their initializers.
     pub fn new(
@@ -120,14 +142,13 @@ impl JobState {
                     .get_mut(s)
                     .ok_or_else(|| StoreError::invalid("sub-shard index"))?;
                 tslots.push(Some((s, sub.chunks.len())));
-                sub.chunks.push(Chunk {
-                    tensor: u32::try_from(t).unwrap_or(u32::MAX),
-                    index: c,
+                sub.chunks.push(Chunk::new(
+                    u32::try_from(t).unwrap_or(u32::MAX),
+                    c,
                     start,
                     values,
-                    log: Vec::new(),
-                    log_floor: base_version,
-                });
+                    base_version,
+                ));
             }
             slots.push(tslots);
         }
@@ -262,36 +283,27 @@ impl JobState {
                 continue;
             }
             // Runs of indices in the same chunk share one lock acquisition.
+            let (indices, values) = (u.indices.as_slice(), u.values.as_slice());
             let mut i = 0;
-            while i < u.indices.len() {
-                let Some(&first) = u.indices.get(i) else {
+            while let Some(&first) = indices.get(i) {
+                let c = first / cs;
+                let (lo, hi) = (c * cs, (c + 1) * cs);
+                let run = indices
+                    .get(i..)
+                    .unwrap_or_default()
+                    .iter()
+                    .take_while(|&&x| x >= lo && x < hi)
+                    .count();
+                let j = i + run;
+                let (Some(idx), Some(vals)) = (indices.get(i..j), values.get(i..j)) else {
                     break;
                 };
-                let c = first / cs;
-                let mut j = i + 1;
-                while u.indices.get(j).is_some_and(|&x| x / cs == c) {
-                    j += 1;
-                }
                 if let Some((s, pos)) = self.slot(t, c)
                     && let Some(sub) = self.subs.get(s)
                 {
                     let mut sub = lock(sub);
                     if let Some(chunk) = sub.chunks.get_mut(pos) {
-                        let base = chunk.start;
-                        // A run touching much of the chunk replaces its log instead of flooding it.
-                        let logged = j - i <= chunk.log_limit();
-                        for (idx, val) in u.indices.iter().zip(&u.values).take(j).skip(i) {
-                            let off = (idx - base) as usize;
-                            if let Some(x) = chunk.values.get_mut(off) {
-                                *x += *val;
-                                if logged {
-                                    chunk.log_change(version, off);
-                                }
-                            }
-                        }
-                        if !logged {
-                            chunk.reset_log(version);
-                        }
+                        add_run(chunk, idx, vals, version);
                     }
                 }
                 i = j;
@@ -312,9 +324,7 @@ impl JobState {
             if to - from > chunk.log_limit() {
                 chunk.reset_log(version);
             } else {
-                for off in from..to {
-                    chunk.log_change(version, off);
-                }
+                chunk.log_batch(version, (from as u32..to as u32).collect());
             }
         });
     }
@@ -406,19 +416,23 @@ impl JobState {
                 let hi = end.min(chunk.start + chunk.values.len() as u64);
                 let from = (lo - chunk.start) as usize;
                 let to = (hi - chunk.start) as usize;
-                let mut msg = pb::PullChunk {
-                    tensor: name.clone(),
-                    start: lo,
-                    version,
-                    ..Default::default()
-                };
+                let (mut offsets, mut values) = (Vec::new(), Vec::new());
                 match since {
-                    None => msg.values = chunk.values.get(from..to).unwrap_or_default().to_vec(),
-                    Some(since) => chunk.changed_since(since, from, to, &mut msg),
+                    None => crate::chunk::extend_le(
+                        &mut values,
+                        chunk.values.get(from..to).unwrap_or_default(),
+                    ),
+                    Some(since) => chunk.changed_since(since, from, to, &mut offsets, &mut values),
                 }
                 drop(sub);
-                if since.is_none() || !msg.values.is_empty() {
-                    out.push(msg);
+                if since.is_none() || !values.is_empty() {
+                    out.push(pb::PullChunk {
+                        tensor: name.clone(),
+                        start: lo,
+                        version,
+                        offsets: offsets.into(),
+                        values: values.into(),
+                    });
                 }
                 c += 1;
             }
@@ -611,9 +625,10 @@ mod tests {
             let mut got: Vec<u64> = Vec::new();
             for c in job.pull(&[], Some(since)).unwrap() {
                 if c.offsets.is_empty() {
-                    got.extend(c.start..c.start + c.values.len() as u64);
+                    got.extend(c.start..c.start + c.values.len() as u64 / 4);
                 } else {
-                    got.extend(c.offsets.iter().map(|&o| c.start + u64::from(o)));
+                    let offsets = crate::chunk::words_le(&c.offsets, "offsets").unwrap();
+                    got.extend(offsets.map(|o| c.start + u64::from(u32::from_le_bytes(o))));
                 }
             }
             got.sort_unstable();
