@@ -144,7 +144,7 @@ pub(crate) fn words_le<'a>(
     bytes: &'a [u8],
     what: &'a str,
 ) -> Result<impl Iterator<Item = [u8; 4]> + 'a, String> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(format!(
             "{what}: {} bytes is not a whole number of 4-byte words",
             bytes.len()
