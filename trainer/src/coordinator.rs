@@ -179,6 +179,7 @@ pub async fn run_job(
                 }
                 st.entries_sent += r.drained;
                 st.bytes_pushed += r.drained_bytes;
+                st.bytes_pulled += r.pulled_bytes;
                 st.invocations += 1;
                 st.cold_starts += u64::from(inv.cold_start);
                 st.cost_usd += inv.cost_usd;

@@ -277,6 +277,7 @@ mod tests {
             loss,
             metric,
             bytes_pushed,
+            bytes_pulled: 0,
             workers: 4,
             cost_usd: elapsed_secs * 1e-4,
         }
@@ -303,6 +304,7 @@ mod tests {
             entries_considered: 1_000_000,
             entries_sent: 300_000,
             bytes_pushed: 3_600_000,
+            bytes_pulled: 2_400_000,
             bytes_filtered: 5_600_000,
             invocations: 8,
             cold_starts: 4,

@@ -47,6 +47,9 @@ pub struct JobStatus {
     pub entries_considered: u64,
     pub entries_sent: u64,
     pub bytes_pushed: u64,
+    /// Payload bytes the workers pulled (see `WorkerReport::pulled_bytes`).
+    #[serde(default)]
+    pub bytes_pulled: u64,
     pub cost_usd: f64,
     pub elapsed_secs: f64,
     pub stop_reason: Option<String>,
@@ -71,6 +74,7 @@ impl JobStatus {
             entries_considered: 0,
             entries_sent: 0,
             bytes_pushed: 0,
+            bytes_pulled: 0,
             cost_usd: 0.0,
             elapsed_secs: 0.0,
             stop_reason: None,
@@ -95,6 +99,8 @@ pub struct HistoryPoint {
     pub loss: f64,
     pub metric: Option<f64>,
     pub bytes_pushed: u64,
+    #[serde(default)]
+    pub bytes_pulled: u64,
     pub workers: u32,
     pub cost_usd: f64,
 }
@@ -108,6 +114,7 @@ impl HistoryPoint {
             loss: st.loss,
             metric: st.metric_value,
             bytes_pushed: st.bytes_pushed,
+            bytes_pulled: st.bytes_pulled,
             workers: st.workers,
             cost_usd: st.cost_usd,
         }
@@ -136,6 +143,8 @@ pub struct Metrics {
     pub entries_considered: u64,
     pub entries_sent: u64,
     pub bytes_pushed: u64,
+    #[serde(default)]
+    pub bytes_pulled: u64,
     pub bytes_filtered: u64,
     pub invocations: u64,
     pub cold_starts: u64,
@@ -172,6 +181,7 @@ impl Metrics {
             entries_considered: st.entries_considered,
             entries_sent: st.entries_sent,
             bytes_pushed: st.bytes_pushed,
+            bytes_pulled: st.bytes_pulled,
             bytes_filtered: st.bytes_filtered(),
             invocations: st.invocations,
             cold_starts: st.cold_starts,

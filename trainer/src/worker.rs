@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use candle_core::{Device, Tensor};
 use cumulus_models::{Model, ModelConfig};
-use cumulus_param_store::client::{ClientConfig, ParamStoreClient, PullClock, sparse};
+use cumulus_param_store::client::{
+    ChangedTensor, ClientConfig, ParamStoreClient, PullClock, sparse,
+};
 use cumulus_runtime::instance::{FunctionError, FunctionKind, InvokeContext};
 use serde::{Deserialize, Serialize};
 
@@ -85,6 +87,11 @@ pub struct WorkerReport {
     /// Entries pushed by the final drain of the accumulators.
     pub drained: u64,
     pub drained_bytes: u64,
+    /// Payload bytes pulled: 4 per value received (the full pull at the start, then the changed
+    /// entries of every step). The store sends a chunk the worker is far behind on as a dense run
+    /// with no offsets, and a sparse one with varint offsets that this leaves out.
+    #[serde(default)]
+    pub pulled_bytes: u64,
     /// Examples in this worker's partition.
     pub partition_len: u64,
 }
@@ -119,7 +126,9 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
             clock,
         })
     };
+    let mut pulled_bytes = 0u64;
     for (name, values) in client.pull_all(&task.job_id, at(task.clock)).await? {
+        pulled_bytes += values.len() as u64 * 4;
         replica.set_dense(&name, 0, &values)?;
     }
     // pull_all carries no versions; entries changed since registration, pulled right after, are
@@ -128,6 +137,7 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
     let (changed, mut versions) = client
         .pull_changed(&task.job_id, &client.no_versions(), None)
         .await?;
+    pulled_bytes += changed_bytes(&changed);
     for c in changed {
         replica.set_entries(&c.tensor, &c.indices, &c.values)?;
     }
@@ -140,6 +150,7 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
         seq: task.seq,
         drained: 0,
         drained_bytes: 0,
+        pulled_bytes,
         partition_len: n as u64,
     };
     let batch = task.training.batch_size.min(n);
@@ -158,6 +169,7 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
                 .pull_changed(&task.job_id, &versions, at(report.clock))
                 .await?;
             versions = v;
+            report.pulled_bytes += changed_bytes(&changed);
             for c in changed {
                 replica.set_entries(&c.tensor, &c.indices, &c.values)?;
             }
@@ -195,6 +207,11 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
         "invocation done"
     );
     Ok(report)
+}
+
+/// Payload bytes of a pull of changed entries: 4 per f32 value.
+fn changed_bytes(changed: &[ChangedTensor]) -> u64 {
+    changed.iter().map(|c| c.values.len() as u64 * 4).sum()
 }
 
 /// Pushes `deltas` (if any) at the report's clock under its next sequence number.
@@ -253,5 +270,24 @@ mod tests {
         assert_eq!(batch_rows(0, 3, 5), vec![0, 1, 2]);
         assert_eq!(batch_rows(4, 3, 5), vec![4, 0, 1]);
         assert_eq!(batch_rows(10, 2, 5), vec![0, 1]);
+    }
+
+    #[test]
+    fn pulled_bytes_count_the_values() {
+        let changed = |n: usize| ChangedTensor {
+            tensor: "t".into(),
+            indices: (0..n as u64).collect(),
+            values: vec![0.5; n],
+        };
+        assert_eq!(changed_bytes(&[]), 0);
+        assert_eq!(changed_bytes(&[changed(3), changed(2)]), 5 * 4);
+    }
+
+    #[test]
+    fn a_report_without_pulled_bytes_still_decodes() {
+        let json = r#"{"worker":1,"steps":[],"cursor":4,"clock":2,"seq":9,
+            "drained":0,"drained_bytes":0,"partition_len":10}"#;
+        let r: WorkerReport = serde_json::from_str(json).unwrap();
+        assert_eq!((r.worker, r.pulled_bytes), (1, 0));
     }
 }
