@@ -201,14 +201,16 @@ fn print_plan(plan: &Plan, job: &JobSpec) {
         );
     }
     let m = &plan.model;
+    let host = |c: f64| {
+        format!(
+            "{c:.2} of the host's {:.0} cores shared by the workers (the rest fitted as taken by the store, the coordinator and other load)",
+            c + m.host_cores_reserved
+        )
+    };
     let cpu = match (m.cpu.mb_per_vcpu, m.cpu.host_cores) {
-        (Some(per), Some(c)) => {
-            format!("memory / {per:.0} MB, at most {c:.0} host cores shared by the workers")
-        }
+        (Some(per), Some(c)) => format!("memory / {per:.0} MB, at most {}", host(c)),
         (Some(per), None) => format!("memory / {per:.0} MB"),
-        (None, Some(c)) => {
-            format!("{c:.0} host cores shared by the workers (tiers set no CPU limit)")
-        }
+        (None, Some(c)) => format!("{} (tiers set no CPU limit)", host(c)),
         (None, None) => "1 (tiers set no CPU limit)".to_string(),
     };
     println!("fitted model (least squares on the profile), c = vCPUs per worker = {cpu}:");

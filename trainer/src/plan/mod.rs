@@ -2,7 +2,8 @@
 //! worker counts and memory tiers from a short real profile ([`profile`]), and picks the cheapest
 //! configuration that meets the job's deadline (`stop.max_wall_secs`).
 //!
-//! The model, for `n` workers at tier `m`, where one worker gets `c(n, m)` vCPUs ([`CpuModel`]):
+//! The model, for `n` workers at tier `m`, where one worker gets `c(n, m)` vCPUs ([`CpuModel`]:
+//! the tier's share, capped on a shared host by the cores the workers are left, also fitted):
 //! - step time `t = α / c + β + γ · n · b`: computation that scales with the CPU share, a fixed
 //!   part (the store's round trips and the clock barrier), and the `b` bytes each worker pushes per
 //!   step times the `n` workers sharing the store;
@@ -167,7 +168,10 @@ impl EpochsModel {
 /// The fitted coefficients (seconds; bytes per worker and step).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimeModel {
+    /// The CPU model, its host cores less [`Self::host_cores_reserved`].
     pub cpu: CpuModel,
+    /// Host cores the fit found taken by others (the store, the coordinator, other load).
+    pub host_cores_reserved: f64,
     /// `α`: vCPU-seconds of computation per step.
     pub step_cpu_secs: f64,
     /// `β`: fixed time per step (store round trips, clock barrier).
@@ -214,22 +218,58 @@ pub fn fit(profile: &Profile, job: &JobSpec, cpu: CpuModel) -> Result<TimeModel,
             "no profiled invocation completed a step".into(),
         ));
     }
+    let step_rows = |cpu: CpuModel| -> Vec<Row> {
+        stepped
+            .iter()
+            .map(|s| Row {
+                x: vec![
+                    1.0 / cpu.vcpus(s.workers, s.memory_mb),
+                    1.0,
+                    f64::from(s.workers) * s.step_bytes as f64 / f64::from(s.steps),
+                ],
+                y: s.step_secs / f64::from(s.steps),
+                weight: f64::from(s.steps),
+            })
+            .collect()
+    };
+    // On a shared host the parameter store, the coordinator (and whatever else runs there)
+    // take some of the cores: the cores left to the workers are fitted too, by trying each
+    // reserve on a grid of 0.05 cores up to half the host and keeping the best fit.
+    let reserves: Vec<f64> = match cpu.host_cores {
+        Some(cores) => (0..)
+            .map(|i| f64::from(i) * 0.05)
+            .take_while(|r| *r <= cores / 2.0 + 1e-9)
+            .collect(),
+        None => vec![0.0],
+    };
+    let mut best: Option<(f64, CpuModel, Vec<f64>)> = None;
+    for reserve in reserves {
+        let candidate = CpuModel {
+            host_cores: cpu.host_cores.map(|c| c - reserve),
+            ..cpu
+        };
+        let rows = step_rows(candidate);
+        let Some(beta) = non_negative_least_squares(&rows, 3) else {
+            continue;
+        };
+        let residual = fit::weighted_residual(&rows, &beta);
+        // A larger reserve only when it fits clearly better.
+        if best
+            .as_ref()
+            .is_none_or(|(r, _, _)| residual < *r * (1.0 - 1e-6))
+        {
+            best = Some((residual, candidate, beta));
+        }
+    }
+    let host_cores = cpu.host_cores;
+    let (_, cpu, step) =
+        best.ok_or_else(|| PlanError::Profile("the step times cannot be fitted".into()))?;
+    let host_cores_reserved = match (host_cores, cpu.host_cores) {
+        (Some(all), Some(left)) => all - left,
+        _ => 0.0,
+    };
+    let step_rows = step_rows(cpu);
     let inv_c = |s: &InvocationSample| 1.0 / cpu.vcpus(s.workers, s.memory_mb);
-
-    let step_rows: Vec<Row> = stepped
-        .iter()
-        .map(|s| Row {
-            x: vec![
-                inv_c(s),
-                1.0,
-                f64::from(s.workers) * s.step_bytes as f64 / f64::from(s.steps),
-            ],
-            y: s.step_secs / f64::from(s.steps),
-            weight: f64::from(s.steps),
-        })
-        .collect();
-    let step = non_negative_least_squares(&step_rows, 3)
-        .ok_or_else(|| PlanError::Profile("the step times cannot be fitted".into()))?;
     let total_steps: f64 = stepped.iter().map(|s| f64::from(s.steps)).sum();
     let step_bytes = stepped.iter().map(|s| s.step_bytes as f64).sum::<f64>() / total_steps;
     let mean_step = stepped.iter().map(|s| s.step_secs).sum::<f64>() / total_steps;
@@ -286,6 +326,7 @@ pub fn fit(profile: &Profile, job: &JobSpec, cpu: CpuModel) -> Result<TimeModel,
 
     Ok(TimeModel {
         cpu,
+        host_cores_reserved,
         step_cpu_secs: step[0],
         step_fixed_secs: step[1],
         step_secs_per_byte: step[2],

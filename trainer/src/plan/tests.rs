@@ -242,6 +242,8 @@ fn fit_recovers_the_coefficients_of_a_synthetic_profile() {
     assert!(model.step_fit_error < 0.02, "{}", model.step_fit_error);
     // The synthetic runs stop right at the round that reached the target.
     assert_eq!(model.rounds_after_stop, 0.0);
+    assert_eq!(model.host_cores_reserved, 0.0);
+    assert_eq!(model.cpu, LOCAL);
     assert_eq!(model.epochs.source, EpochsSource::Measured);
     // The measured epochs are the rounds' ends at or past the target: within one round.
     let e1 = model.epochs.at_one_worker.expect("estimated");
@@ -452,4 +454,23 @@ fn a_flattening_curve_is_extrapolated_from_its_tail_never_below_what_ran() {
     let (a, b) = power_law(&long).expect("falls");
     let whole = power_law_epochs(a, b, 0.95).expect("reachable");
     assert!(whole < 2.28, "{whole}");
+}
+
+#[test]
+fn the_cores_others_take_on_a_shared_host_are_fitted() {
+    let job = job("target_accuracy = 0.95\nmax_epochs = 40");
+    // The workers had 1.5 of the 2 cores: two of them at 1769 MB got 0.75 vCPU each.
+    let busy = CpuModel {
+        mb_per_vcpu: Some(1769.0),
+        host_cores: Some(1.5),
+    };
+    let model = fit(&synthetic_profile(busy, &TRUTH), &job, LOCAL).expect("fits");
+    assert!(
+        (model.host_cores_reserved - 0.5).abs() < 0.051,
+        "{}",
+        model.host_cores_reserved
+    );
+    assert!((model.step_cpu_secs - TRUTH.alpha).abs() < 0.1 * TRUTH.alpha);
+    let pred = predict(&model, &job, &Pricing::default(), &[4], &[1769], 1437).expect("predicts");
+    assert!((pred[0].vcpus - 1.5 / 4.0).abs() < 0.02, "{pred:?}");
 }
