@@ -25,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         // Pull answers are shared between pullers and sent many times: `Bytes` clones by refcount.
         .bytes(".paramstore.v1.PullChunk")
+        .bytes(".paramstore.v1.TensorUpdate")
         .build_server(true)
         .build_client(true)
         .compile_fds(descriptors)?;

@@ -47,12 +47,20 @@ impl Chunk {
         }
     }
 
-    /// Most logged offsets before the oldest batches are dropped (an eighth of the chunk).
+    /// Most logged offsets before the oldest batches are dropped: as many as the chunk has
+    /// values, so the log at most doubles a chunk's memory. (An eighth, as before, made every
+    /// pull of a small, busy tensor — a PMF embedding table — fall back to the whole chunk.)
     pub(crate) fn log_limit(&self) -> usize {
-        (self.values.len() / 8).max(64)
+        self.values.len().max(64)
     }
 
-    /// Logs the offsets one push changed (at most [`Self::log_limit`]; more should
+    /// Most offsets one push may log; a push touching more than half the chunk resets the log
+    /// instead, as pullers are then better served by the dense chunk anyway.
+    pub(crate) fn batch_limit(&self) -> usize {
+        (self.values.len() / 2).max(32)
+    }
+
+    /// Logs the offsets one push changed (at most [`Self::batch_limit`]; more should
     /// [`Self::reset_log`] instead).
     pub(crate) fn log_batch(&mut self, version: u64, offsets: Vec<u32>) {
         if offsets.is_empty() {
@@ -95,10 +103,10 @@ impl Chunk {
         self.log_floor = self.log_floor.max(dropped).max(version);
     }
 
-    /// Entries of `[from, to)` (chunk offsets) changed after `since`, appended as little-endian
-    /// `offset - from` (u32) and value (f32) (an entry changed twice may appear twice, with its
-    /// current value), or the whole range as a dense run of values when `since` is older than
-    /// the log (then nothing is appended to `offsets`).
+    /// Entries of `[from, to)` (chunk offsets) changed after `since`, appended once each as
+    /// little-endian `offset - from` (u32) and current value (f32); or the whole range as a dense
+    /// run of values (nothing appended to `offsets`) when `since` is older than the log or when
+    /// the dense run is the smaller answer.
     pub(crate) fn changed_since(
         &self,
         since: u64,
@@ -107,27 +115,61 @@ impl Chunk {
         offsets: &mut Vec<u8>,
         values: &mut Vec<u8>,
     ) {
+        let width = to.saturating_sub(from);
         if since >= self.log_floor {
             let first = self.log.partition_point(|b| b.version <= since);
             let batches = self.log.get(first..).unwrap_or_default();
-            let n: usize = batches.iter().map(|b| b.offsets.len()).sum();
-            offsets.reserve(4 * n);
-            values.reserve(4 * n);
-            let whole = from == 0 && to >= self.values.len();
-            for b in batches {
-                for &off in &b.offsets {
-                    let o = off as usize;
-                    if (whole || (o >= from && o < to))
-                        && let Some(v) = self.values.get(o)
-                    {
-                        offsets.extend_from_slice(&((o - from) as u32).to_le_bytes());
-                        values.extend_from_slice(&v.to_le_bytes());
-                    }
-                }
+            let (o0, v0) = (offsets.len(), values.len());
+            let sent = self.append_changed(batches, from, to, offsets, values);
+            // A sparse entry costs 8 bytes on the wire, a dense value 4: past half the range,
+            // the dense run is the smaller answer.
+            if sent * 2 <= width {
+                return;
             }
-            return;
+            offsets.truncate(o0);
+            values.truncate(v0);
         }
         extend_le(values, self.values.get(from..to).unwrap_or_default());
+    }
+
+    /// Appends the entries of `[from, to)` that `batches` changed, each once; returns how many.
+    fn append_changed(
+        &self,
+        batches: &[LogBatch],
+        from: usize,
+        to: usize,
+        offsets: &mut Vec<u8>,
+        values: &mut Vec<u8>,
+    ) -> usize {
+        let n: usize = batches.iter().map(|b| b.offsets.len()).sum();
+        let width = to.saturating_sub(from);
+        let cap = n.min(width);
+        offsets.reserve(4 * cap);
+        values.reserve(4 * cap);
+        let mut seen = vec![0u64; width.div_ceil(64)];
+        let mut sent = 0;
+        for b in batches {
+            for &off in &b.offsets {
+                let o = off as usize;
+                if o < from || o >= to {
+                    continue;
+                }
+                let (word, bit) = ((o - from) / 64, 1u64 << ((o - from) % 64));
+                let Some(w) = seen.get_mut(word) else {
+                    continue;
+                };
+                if *w & bit != 0 {
+                    continue;
+                }
+                *w |= bit;
+                if let Some(v) = self.values.get(o) {
+                    offsets.extend_from_slice(&((o - from) as u32).to_le_bytes());
+                    values.extend_from_slice(&v.to_le_bytes());
+                    sent += 1;
+                }
+            }
+        }
+        sent
     }
 }
 
@@ -174,11 +216,11 @@ mod tests {
 
     #[test]
     fn out_of_order_batches_and_trimming_keep_every_change_after_the_floor() {
-        // 1024 values: the log holds at most 128 offsets.
+        // 1024 values: the log holds at most 1024 offsets.
         let mut chunk = Chunk::new(0, 0, 0, vec![0.0; 1024], 0);
         let mut last = vec![0u64; 1024];
         // Versions arrive 2, 1, 4, 3, ... as concurrent pushes do.
-        let order: Vec<u64> = (1..=40u64)
+        let order: Vec<u64> = (1..=120u64)
             .map(|v| if v % 2 == 1 { v + 1 } else { v - 1 })
             .collect();
         for &v in &order {
@@ -195,13 +237,16 @@ mod tests {
             assert!(chunk.log.windows(2).all(|w| w[0].version <= w[1].version));
         }
         assert!(chunk.log_floor > 0, "the log was trimmed");
-        for since in 0..=40 {
+        for since in 0..=120 {
             let want: Vec<u32> = (0..1024u32).filter(|&o| last[o as usize] > since).collect();
             match changed(&chunk, since) {
-                None => assert!(since < chunk.log_floor, "dense only below the floor"),
+                None => assert!(
+                    since < chunk.log_floor || want.len() * 2 > 1024,
+                    "dense only below the floor or when most of the chunk changed (since {since})"
+                ),
                 Some(got) => {
                     assert!(since >= chunk.log_floor);
-                    assert_eq!(got, want, "since {since}");
+                    assert_eq!(got, want, "since {since}: each changed entry exactly once");
                 }
             }
         }

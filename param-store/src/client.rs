@@ -53,7 +53,36 @@ impl Default for ClientConfig {
 }
 
 /// One tensor's part of a push: sparse (indices + values) or dense (a run from `dense_start`).
-pub type SparseUpdate = pb::TensorUpdate;
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SparseUpdate {
+    /// Tensor name.
+    pub tensor: String,
+    /// Flat indices of a sparse update (empty for a dense one).
+    pub indices: Vec<u64>,
+    /// Values added at `indices`, or from `dense_start` on.
+    pub values: Vec<f32>,
+    /// First flat index of a dense update.
+    pub dense_start: Option<u64>,
+}
+
+/// The wire form: little-endian u32 indices and f32 values. An index past `u32::MAX` becomes
+/// `u32::MAX`, which no tensor holds, so the shard refuses it as out of range.
+impl From<SparseUpdate> for pb::TensorUpdate {
+    fn from(u: SparseUpdate) -> Self {
+        let mut indices = Vec::with_capacity(4 * u.indices.len());
+        for &i in &u.indices {
+            indices.extend_from_slice(&u32::try_from(i).unwrap_or(u32::MAX).to_le_bytes());
+        }
+        let mut values = Vec::new();
+        crate::chunk::extend_le(&mut values, &u.values);
+        pb::TensorUpdate {
+            tensor: u.tensor,
+            indices: indices.into(),
+            values: values.into(),
+            dense_start: u.dense_start,
+        }
+    }
+}
 
 /// A sparse update of `tensor`: `values[k]` is added at flat index `indices[k]`.
 pub fn sparse(tensor: &str, indices: Vec<u64>, values: Vec<f32>) -> SparseUpdate {

@@ -114,7 +114,7 @@ pub(crate) fn split_push(
                 worker,
                 clock,
                 seq,
-                updates,
+                updates: updates.into_iter().map(Into::into).collect(),
             })
         })
         .collect())

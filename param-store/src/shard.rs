@@ -150,11 +150,11 @@ impl Shard {
     /// Applies a push: validate, deduplicate, log durably, apply.
     pub async fn push(&self, req: pb::PushRequest) -> Result<pb::PushResponse> {
         let job = self.state.job(&req.job_id)?;
-        job.validate_push(&req, self.config.allow_non_finite)?;
+        let valid = job.validate_push(&req, self.config.allow_non_finite)?;
         let bytes: usize = req
             .updates
             .iter()
-            .map(|u| u.indices.len() * 8 + u.values.len() * 4)
+            .map(|u| u.indices.len() + u.values.len())
             .sum();
         let _gate = self.gate.read().await;
         let window = job
@@ -175,10 +175,7 @@ impl Shard {
             record: Some(Record::Push(req)),
         };
         self.wal.append(record.encode_to_vec()).await?;
-        let Some(Record::Push(req)) = record.record else {
-            return Err(StoreError::invalid("push record"));
-        };
-        let version = job.apply_push(&req);
+        let version = job.apply_push(&valid);
         window.insert(seq);
         drop(window);
         metrics::counter!(m::PUSHES).increment(1);
@@ -518,7 +515,7 @@ fn replay(state: &ShardState, payload: &[u8], allow_non_finite: bool) -> Result<
         }
         Some(Record::Push(req)) => {
             let job = state.job(&req.job_id)?;
-            job.validate_push(&req, allow_non_finite)?;
+            let valid = job.validate_push(&req, allow_non_finite)?;
             let Some(window) = job.dedupe.get(req.worker as usize) else {
                 return Ok(());
             };
@@ -526,7 +523,7 @@ fn replay(state: &ShardState, payload: &[u8], allow_non_finite: bool) -> Result<
                 .try_lock()
                 .map_err(|_| StoreError::invalid("dedupe window busy during replay"))?;
             if !window.seen(req.seq) {
-                job.apply_push(&req);
+                job.apply_push(&valid);
                 window.insert(req.seq);
             }
         }

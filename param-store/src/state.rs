@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use cumulus_proto::paramstore::v1 as pb;
 
 pub use crate::chunk::Chunk;
+use crate::chunk::words_le;
 use crate::clock::ClockTable;
 use crate::error::{Result, StoreError};
 use crate::init::fill_initial;
@@ -85,14 +86,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// One tensor's part of a validated push, decoded.
+#[derive(Debug)]
+pub struct ValidUpdate {
+    tensor: usize,
+    dense_start: Option<u64>,
+    indices: Vec<u32>,
+    values: Vec<f32>,
+}
+
+/// A push checked against the layout, ready to apply.
+#[derive(Debug)]
+pub struct ValidPush {
+    updates: Vec<ValidUpdate>,
+}
+
 /// Adds one run of a sparse push (indices all inside `chunk`) and logs the changes.
-fn add_run(chunk: &mut Chunk, indices: &[u64], values: &[f32], version: u64) {
+fn add_run(chunk: &mut Chunk, indices: &[u32], values: &[f32], version: u64) {
     let base = chunk.start;
     // A run touching much of the chunk replaces its log instead of flooding it.
-    let logged = indices.len() <= chunk.log_limit();
+    let logged = indices.len() <= chunk.batch_limit();
     let mut offsets = Vec::with_capacity(if logged { indices.len() } else { 0 });
     for (&idx, &val) in indices.iter().zip(values) {
-        let off = (idx - base) as usize;
+        let off = (u64::from(idx) - base) as usize;
         if let Some(x) = chunk.values.get_mut(off) {
             *x += val;
             if logged {
@@ -192,19 +208,38 @@ impl JobState {
         v.in_flight.first().map_or(v.next, |&f| f.saturating_sub(1))
     }
 
-    /// Checks a push against the layout before anything is applied: on error nothing changes.
-    pub fn validate_push(&self, req: &pb::PushRequest, allow_non_finite: bool) -> Result<()> {
+    /// Checks a push against the layout before anything is applied (on error nothing changes)
+    /// and decodes it for [`Self::apply_push`].
+    pub fn validate_push(
+        &self,
+        req: &pb::PushRequest,
+        allow_non_finite: bool,
+    ) -> Result<ValidPush> {
         self.clocks.check_worker(req.worker)?;
         let job = &self.layout.job_id;
         let cs = u64::from(self.layout.chunk_size);
+        let mut out = ValidPush {
+            updates: Vec::with_capacity(req.updates.len()),
+        };
         for u in &req.updates {
             let t = self.layout.tensor_index(&u.tensor)?;
             let len = self.layout.tensors.get(t).map_or(0, |m| m.len);
             let name = &u.tensor;
-            if !allow_non_finite && let Some(i) = u.values.iter().position(|v| !v.is_finite()) {
+            let malformed = |reason: String| {
+                StoreError::invalid(format!("job '{job}' tensor '{name}': {reason}"))
+            };
+            let values: Vec<f32> = words_le(&u.values, "values")
+                .map_err(malformed)?
+                .map(f32::from_le_bytes)
+                .collect();
+            let indices: Vec<u32> = words_le(&u.indices, "indices")
+                .map_err(malformed)?
+                .map(u32::from_le_bytes)
+                .collect();
+            if !allow_non_finite && let Some(i) = values.iter().position(|v| !v.is_finite()) {
                 return Err(StoreError::invalid(format!(
                     "job '{job}' tensor '{name}': value #{i} is {} (NaN and infinite values are refused)",
-                    u.values.get(i).copied().unwrap_or(f32::NAN)
+                    values.get(i).copied().unwrap_or(f32::NAN)
                 )));
             }
             let not_owned = |idx: u64| {
@@ -215,18 +250,16 @@ impl JobState {
                 ))
             };
             if let Some(start) = u.dense_start {
-                if !u.indices.is_empty() {
+                if !indices.is_empty() {
                     return Err(StoreError::invalid(format!(
                         "job '{job}' tensor '{name}': a dense update carries no indices"
                     )));
                 }
-                let end = start
-                    .checked_add(u.values.len() as u64)
-                    .filter(|&e| e <= len);
+                let end = start.checked_add(values.len() as u64).filter(|&e| e <= len);
                 let Some(end) = end else {
                     return Err(StoreError::invalid(format!(
                         "job '{job}' tensor '{name}': dense range {start}..{start}+{} is out of range (length {len})",
-                        u.values.len()
+                        values.len()
                     )));
                 };
                 let mut c = start / cs;
@@ -237,15 +270,16 @@ impl JobState {
                     c += 1;
                 }
             } else {
-                if u.indices.len() != u.values.len() {
+                if indices.len() != values.len() {
                     return Err(StoreError::invalid(format!(
                         "job '{job}' tensor '{name}': {} indices but {} values",
-                        u.indices.len(),
-                        u.values.len()
+                        indices.len(),
+                        values.len()
                     )));
                 }
                 let mut last_chunk = u64::MAX;
-                for &idx in &u.indices {
+                for &idx in &indices {
+                    let idx = u64::from(idx);
                     if idx >= len {
                         return Err(StoreError::invalid(format!(
                             "job '{job}' tensor '{name}': index {idx} is out of range (length {len})"
@@ -260,12 +294,18 @@ impl JobState {
                     }
                 }
             }
+            out.updates.push(ValidUpdate {
+                tensor: t,
+                dense_start: u.dense_start,
+                indices,
+                values,
+            });
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Adds a validated push's values (deltas) and returns the version it was applied at.
-    pub fn apply_push(&self, req: &pb::PushRequest) -> u64 {
+    pub fn apply_push(&self, push: &ValidPush) -> u64 {
         let version = {
             let mut v = lock(&self.versions);
             v.next += 1;
@@ -274,10 +314,8 @@ impl JobState {
             n
         };
         let cs = u64::from(self.layout.chunk_size);
-        for u in &req.updates {
-            let Ok(t) = self.layout.tensor_index(&u.tensor) else {
-                continue;
-            };
+        for u in &push.updates {
+            let t = u.tensor;
             if let Some(start) = u.dense_start {
                 self.apply_dense(t, start, &u.values, version);
                 continue;
@@ -286,13 +324,13 @@ impl JobState {
             let (indices, values) = (u.indices.as_slice(), u.values.as_slice());
             let mut i = 0;
             while let Some(&first) = indices.get(i) {
-                let c = first / cs;
+                let c = u64::from(first) / cs;
                 let (lo, hi) = (c * cs, (c + 1) * cs);
                 let run = indices
                     .get(i..)
                     .unwrap_or_default()
                     .iter()
-                    .take_while(|&&x| x >= lo && x < hi)
+                    .take_while(|&&x| u64::from(x) >= lo && u64::from(x) < hi)
                     .count();
                 let j = i + run;
                 let (Some(idx), Some(vals)) = (indices.get(i..j), values.get(i..j)) else {
@@ -321,7 +359,7 @@ impl JobState {
                 *d += *s;
             }
             let to = from + src.len();
-            if to - from > chunk.log_limit() {
+            if to - from > chunk.batch_limit() {
                 chunk.reset_log(version);
             } else {
                 chunk.log_batch(version, (from as u32..to as u32).collect());
@@ -585,33 +623,23 @@ mod tests {
         for seq in 0..300u64 {
             let update = if seq % 50 == 49 {
                 let start = rng.random_range(0..900u64);
-                pb::TensorUpdate {
-                    tensor: "w".into(),
-                    indices: vec![],
-                    values: vec![1.0; 100],
-                    dense_start: Some(start),
-                }
+                crate::client::dense("w", start, vec![1.0; 100])
             } else {
                 let mut idx: Vec<u64> = (0..rng.random_range(1..40))
                     .map(|_| rng.random_range(0..1000))
                     .collect();
                 idx.sort_unstable();
-                pb::TensorUpdate {
-                    tensor: "w".into(),
-                    values: vec![1.0; idx.len()],
-                    indices: idx,
-                    dense_start: None,
-                }
+                crate::client::sparse("w", idx.clone(), vec![1.0; idx.len()])
             };
             let req = pb::PushRequest {
                 job_id: "j".into(),
                 worker: 0,
                 clock: 0,
                 seq,
-                updates: vec![update.clone()],
+                updates: vec![update.clone().into()],
             };
-            job.validate_push(&req, false).unwrap();
-            let v = job.apply_push(&req);
+            let valid = job.validate_push(&req, false).unwrap();
+            let v = job.apply_push(&valid);
             match update.dense_start {
                 Some(s) => last_change[s as usize..s as usize + 100].fill(v),
                 None => update
@@ -627,7 +655,7 @@ mod tests {
                 if c.offsets.is_empty() {
                     got.extend(c.start..c.start + c.values.len() as u64 / 4);
                 } else {
-                    let offsets = crate::chunk::words_le(&c.offsets, "offsets").unwrap();
+                    let offsets = words_le(&c.offsets, "offsets").unwrap();
                     got.extend(offsets.map(|o| c.start + u64::from(u32::from_le_bytes(o))));
                 }
             }

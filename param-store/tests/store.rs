@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use cumulus_param_store::client::{ClientConfig, ParamStoreClient, PullClock, dense, sparse};
+use cumulus_param_store::client::{
+    ClientConfig, ParamStoreClient, PullClock, SparseUpdate, dense, sparse,
+};
 use cumulus_param_store::{ShardConfig, ShardHandle, run};
 use cumulus_proto::paramstore::v1 as pb;
 use rand::{Rng, SeedableRng};
@@ -296,12 +298,12 @@ async fn bad_input_is_refused_whole_with_a_clear_status() {
         pb::param_store_client::ParamStoreClient::connect(format!("http://{}", shards[0].addr))
             .await
             .unwrap();
-    let push = |updates: Vec<pb::TensorUpdate>| pb::PushRequest {
+    let push = |updates: Vec<SparseUpdate>| pb::PushRequest {
         job_id: "bad".into(),
         worker: 0,
         clock: 0,
         seq: 1,
-        updates,
+        updates: updates.into_iter().map(Into::into).collect(),
     };
     let cases: Vec<(pb::PushRequest, tonic::Code, &str)> = vec![
         (
@@ -348,6 +350,19 @@ async fn bad_input_is_refused_whole_with_a_clear_status() {
         ),
         (
             pb::PushRequest {
+                updates: vec![pb::TensorUpdate {
+                    tensor: "w".into(),
+                    indices: vec![1u8, 0, 0].into(),
+                    values: 1f32.to_le_bytes().to_vec().into(),
+                    dense_start: None,
+                }],
+                ..push(vec![])
+            },
+            tonic::Code::InvalidArgument,
+            "tensor 'w': indices: 3 bytes is not a whole number of 4-byte words",
+        ),
+        (
+            pb::PushRequest {
                 worker: 7,
                 ..push(vec![])
             },
@@ -355,7 +370,7 @@ async fn bad_input_is_refused_whole_with_a_clear_status() {
             "worker 7 is out of range",
         ),
         (
-            push(vec![sparse("w", vec![3; 20_000], vec![0.5; 20_000])]),
+            push(vec![sparse("w", vec![3; 12_000], vec![0.5; 12_000])]),
             tonic::Code::InvalidArgument,
             "over the limit",
         ),

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cumulus_proto::paramstore::v1 as pb;
 use hdrhistogram::Histogram;
 use tokio::sync::Barrier;
 
 use super::BenchRow;
 use super::workload::{histogram, make_update, record};
+use crate::client::SparseUpdate;
 use crate::error::{Result, StoreError};
 
 /// One worker's side of a channel.
@@ -18,7 +18,7 @@ pub trait ExchangeWorker: Send + 'static {
     fn push(
         &mut self,
         round: usize,
-        update: pb::TensorUpdate,
+        update: SparseUpdate,
     ) -> impl Future<Output = Result<u64>> + Send;
     /// Fetches and applies what the others changed; returns payload bytes received.
     fn pull(&mut self, round: usize) -> impl Future<Output = Result<u64>> + Send;

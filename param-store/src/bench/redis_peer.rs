@@ -13,6 +13,8 @@ use redis::AsyncCommands;
 use super::driver::{ExchangeWorker, drive};
 use super::workload::encode;
 use super::{BenchOptions, BenchRow};
+use crate::chunk::words_le;
+use crate::client::SparseUpdate;
 use crate::error::{Result, StoreError};
 
 /// A `redis-server` child process, killed on drop.
@@ -92,8 +94,8 @@ fn key(worker: usize) -> String {
 }
 
 impl ExchangeWorker for RedisWorker {
-    async fn push(&mut self, _round: usize, update: pb::TensorUpdate) -> Result<u64> {
-        let bytes = encode(&update);
+    async fn push(&mut self, _round: usize, update: SparseUpdate) -> Result<u64> {
+        let bytes = encode(update);
         let n = bytes.len() as u64;
         let () = self
             .conn
@@ -110,9 +112,12 @@ impl ExchangeWorker for RedisWorker {
             total += bytes.len() as u64;
             let update = pb::TensorUpdate::decode(bytes.as_slice())
                 .map_err(|e| StoreError::invalid(format!("redis payload: {e}")))?;
-            for (i, v) in update.indices.iter().zip(&update.values) {
-                if let Some(x) = self.replica.get_mut(*i as usize) {
-                    *x += *v;
+            let bad = |e: String| StoreError::invalid(format!("redis payload: {e}"));
+            let indices = words_le(&update.indices, "indices").map_err(bad)?;
+            let values = words_le(&update.values, "values").map_err(bad)?;
+            for (i, v) in indices.zip(values) {
+                if let Some(x) = self.replica.get_mut(u32::from_le_bytes(i) as usize) {
+                    *x += f32::from_le_bytes(v);
                 }
             }
         }

@@ -4,18 +4,20 @@
 use cumulus_proto::paramstore::v1 as pb;
 use hdrhistogram::Histogram;
 use prost::Message;
+
+use crate::client::SparseUpdate;
 use rand::{Rng, SeedableRng};
 
 /// Name of the single tensor holding the benchmark model.
 pub const TENSOR: &str = "model";
 
 /// One worker's update of one round: sorted distinct indices, values in multiples of 1/8.
-pub fn make_update(params: u64, density: f64, worker: usize, round: usize) -> pb::TensorUpdate {
+pub fn make_update(params: u64, density: f64, worker: usize, round: usize) -> SparseUpdate {
     let mut rng = rand::rngs::StdRng::seed_from_u64(((worker as u64) << 32) ^ round as u64);
     let value = |rng: &mut rand::rngs::StdRng| f32::from(rng.random_range(1i8..16)) / 8.0;
     if density >= 1.0 {
         let values = (0..params).map(|_| value(&mut rng)).collect();
-        return pb::TensorUpdate {
+        return SparseUpdate {
             tensor: TENSOR.into(),
             indices: (0..params).collect(),
             values,
@@ -27,7 +29,7 @@ pub fn make_update(params: u64, density: f64, worker: usize, round: usize) -> pb
     indices.sort_unstable();
     indices.dedup();
     let values = indices.iter().map(|_| value(&mut rng)).collect();
-    pb::TensorUpdate {
+    SparseUpdate {
         tensor: TENSOR.into(),
         indices,
         values,
@@ -35,26 +37,22 @@ pub fn make_update(params: u64, density: f64, worker: usize, round: usize) -> pb
     }
 }
 
-/// Encoded size of an update in the shared payload encoding.
-pub fn payload_bytes(indices: &[u64], values: &[f32]) -> u64 {
-    // Encoding a borrowed view would need a copy; the size formula is prost's own.
-    let idx: usize = indices
-        .iter()
-        .map(|&i| prost::encoding::encoded_len_varint(i))
-        .sum();
-    let packed = |n: usize| {
-        if n == 0 {
+/// Encoded size of an update of `n` entries in the shared payload encoding (a `TensorUpdate`:
+/// the tensor name, then indices and values as little-endian 4-byte words).
+pub fn payload_bytes(n: usize) -> u64 {
+    let field = |len: usize| {
+        if len == 0 {
             0
         } else {
-            1 + prost::encoding::encoded_len_varint(n as u64) + n
+            1 + prost::encoding::encoded_len_varint(len as u64) + len
         }
     };
-    (1 + TENSOR.len() + packed(idx) + packed(values.len() * 4)) as u64
+    (1 + TENSOR.len() + 2 * field(4 * n)) as u64
 }
 
 /// Encodes an update for Redis.
-pub fn encode(update: &pb::TensorUpdate) -> Vec<u8> {
-    update.encode_to_vec()
+pub fn encode(update: SparseUpdate) -> Vec<u8> {
+    pb::TensorUpdate::from(update).encode_to_vec()
 }
 
 /// Latency histogram in microseconds (1 µs .. 10 min, 3 significant digits).
