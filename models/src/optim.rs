@@ -277,12 +277,17 @@ impl State {
     }
 }
 
-/// `grad + weight_decay * p`.
+/// `grad + weight_decay * p`, detached from the autograd graph.
+///
+/// A variable's gradient from `backward` still refers to the forward pass's activations (candle
+/// detaches only the intermediate gradients). Momentum and moment buffers built from it would
+/// chain every step's graph to the next: a worker's memory grew by hundreds of MB per ResNet-18
+/// step until the function ran out of memory.
 fn decayed(grad: &Tensor, var: &Var, weight_decay: f64) -> Result<Tensor> {
     if weight_decay == 0.0 {
-        Ok(grad.clone())
+        Ok(grad.detach())
     } else {
-        Ok((grad + (var.as_tensor() * weight_decay)?)?)
+        Ok((grad + (var.as_tensor() * weight_decay)?)?.detach())
     }
 }
 
@@ -395,5 +400,74 @@ impl Optimize for Adam {
     }
     fn set_learning_rate(&mut self, lr: f64) {
         self.lr = lr
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device};
+
+    use super::*;
+
+    /// The optimizers' state holds values, never the graph of the step that produced them.
+    #[test]
+    fn state_buffers_are_detached_from_the_graph() {
+        let w1 = Var::ones((3, 4), DType::F32, &Device::Cpu).unwrap();
+        let w2 = Var::ones((4, 2), DType::F32, &Device::Cpu).unwrap();
+        let x = Tensor::new(&[[1f32, 2.0, 3.0]], &Device::Cpu).unwrap();
+        let vars = || vec![w1.clone(), w2.clone()];
+        let mut adam = Adam {
+            state: State::new(vars(), 2),
+            t: 0,
+            lr: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        };
+        let mut adagrad = Adagrad {
+            state: State::new(vars(), 1),
+            lr: 0.01,
+            eps: 1e-10,
+            weight_decay: 0.0,
+        };
+        let mut momentum = Momentum {
+            state: State::new(vars(), 1),
+            lr: 0.01,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 0.0,
+        };
+        for _ in 0..3 {
+            // Two layers: the gradient of `w2` is computed from the activation `x @ w1`.
+            let h = x.matmul(w1.as_tensor()).unwrap();
+            let loss = h
+                .matmul(w2.as_tensor())
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let grads = loss.backward().unwrap();
+            assert!(grads.get(&w2).unwrap().track_op(), "candle keeps the graph");
+            adam.step(&grads).unwrap();
+            adagrad.step(&grads).unwrap();
+            momentum.step(&grads).unwrap();
+        }
+        for (name, state) in [
+            ("adam", &adam.state),
+            ("adagrad", &adagrad.state),
+            ("momentum", &momentum.state),
+        ] {
+            let buffers: Vec<&Tensor> = state
+                .vars
+                .iter()
+                .flat_map(|(_, s)| s.iter().flatten())
+                .collect();
+            assert!(!buffers.is_empty(), "{name} keeps state");
+            for t in buffers {
+                assert!(!t.track_op(), "{name}: a state buffer keeps the graph");
+            }
+        }
     }
 }
