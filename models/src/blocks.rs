@@ -173,6 +173,9 @@ impl Conv2d {
     }
 }
 
+/// Weight of a new batch's statistics in BatchNorm's running statistics (PyTorch's default).
+pub const BATCH_NORM_MOMENTUM: f64 = 0.1;
+
 /// Batch normalization over `[n, c, h, w]` with PyTorch semantics: batch statistics (biased
 /// variance) in training, running statistics (momentum 0.1, unbiased variance) otherwise.
 #[derive(Debug, Clone)]
@@ -197,7 +200,7 @@ impl BatchNorm2d {
             )?,
             running_var: scope.buffer(&join(name, "running_var"), &[channels], Init::Const(1.0))?,
             eps: 1e-5,
-            momentum: 0.1,
+            momentum: BATCH_NORM_MOMENTUM,
         })
     }
 

@@ -1,7 +1,8 @@
 //! The job coordinator: prepares the data and the parameter store, keeps one driver per worker
 //! re-invoking its `train-worker` function, evaluates on the test split after every round of
-//! reports, and decides stop, scale-in and re-invocation. At the end it writes the model folder
-//! and `metrics.json`.
+//! reports, and decides stop, scale-in and re-invocation. With `checkpoint_every_steps` it also
+//! writes a model-folder checkpoint at round boundaries ([`crate::checkpoint`]). At the end it
+//! writes the model folder and `metrics.json`.
 //!
 //! A driver owns its worker's data cursor, clock and push sequence numbers, so a worker function
 //! stays stateless: a failed invocation (crash, out of memory, deadline) is simply invoked again,
@@ -22,8 +23,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::TrainerError;
 use crate::autotune::{AutoTuneConfig, AutoTuner, Decision, Observation};
+use crate::checkpoint::Checkpoints;
 use crate::dataset::{self, Prepared};
-use crate::evaluate::{JobMetric, measure};
+use crate::evaluate::{JobMetric, measure, recalibrate_batch_norm};
 use crate::invoker::{Invoked, Invoker};
 use crate::job::{JobSpec, ModelSource, OptimizerExt};
 use crate::partition;
@@ -80,6 +82,11 @@ pub async fn run_job(
         ModelSource::Arch(config) => Model::with_seed(config, &Device::Cpu, job.seed)?,
         ModelSource::Folder(dir) => Model::load(dir, &Device::Cpu)?,
     };
+    let data = data.shaped_for(model.config())?;
+    let output_dir = job.output_dir();
+    // Cleared after the model is loaded, so a job may fine-tune from its own last checkpoint.
+    let mut checkpoints = Checkpoints::new(&output_dir, job.checkpoint_every_steps);
+    checkpoints.clear()?;
     let metric = JobMetric::for_loss(job.training.loss);
     let workers = job.workers.count;
 
@@ -148,7 +155,6 @@ pub async fn run_job(
     let mut round_loss = (0.0, 0u64);
     let mut fatal = None;
     let mut local_steps = 0u64;
-    let output_dir = job.output_dir();
     // The metric of the model saved when the target was met, if it was.
     let mut kept = None;
     let mut cancel = options.cancel.clone();
@@ -226,6 +232,11 @@ pub async fn run_job(
         round_loss = (0.0, 0);
         st.metric_value = Some(evaluate(&client, &options.job_id, &model, &data, metric).await?);
         history.push(HistoryPoint::of(&st));
+        if checkpoints.due(st.steps) {
+            // `model` holds what `evaluate` just pulled from the store.
+            let dir = checkpoints.write(&model, st.steps)?;
+            tracing::info!(steps = st.steps, dir = %dir.display(), "checkpoint written");
+        }
         if let Some((reason, target_met)) = stop_reason(job, &st, metric) {
             tracing::info!(%reason, "stopping");
             st.stop_reason = Some(reason);
@@ -371,7 +382,8 @@ async fn register(
     Ok(())
 }
 
-/// Pulls the current model into `model` and measures it on the test split.
+/// Pulls the current model into `model` (BatchNorm statistics re-estimated on training
+/// examples) and measures it on the test split.
 async fn evaluate(
     client: &ParamStoreClient,
     job_id: &str,
@@ -386,6 +398,8 @@ async fn evaluate(
         let shape = var.as_tensor().shape().clone();
         model.set_param(&name, &Tensor::from_vec(values, shape, &Device::Cpu)?)?;
     }
+    // The store holds parameters only; BatchNorm statistics are re-estimated for these weights.
+    recalibrate_batch_norm(model, &data.train_x)?;
     measure(model, &data.test_x, &data.test_y, metric)
 }
 

@@ -3,13 +3,17 @@
 
 use std::path::PathBuf;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
+use cumulus_models::ModelConfig;
 use cumulus_models::data::{Dataset, Features, digits, load_path};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
 use crate::TrainerError;
 use crate::job::DataSpec;
+
+/// Token ids above this lose precision as f32 features.
+const MAX_EXACT_ID: f32 = 16_777_216.0;
 
 /// The source name of the embedded scikit-learn digits.
 pub const BUILTIN_DIGITS: &str = "builtin:digits";
@@ -31,6 +35,84 @@ impl Prepared {
 
     pub fn test_len(&self) -> usize {
         self.test_y.dims().first().copied().unwrap_or(0)
+    }
+
+    /// The features reshaped to the per-example input shape of a dense model (`logreg`, `mlp`,
+    /// `lenet`, `resnet`) when the element counts agree: digits' 64 pixels become the `[1, 8, 8]`
+    /// image a convolution takes, an `[1, 28, 28]` MNIST image the 784 features of an MLP; a count
+    /// that does not fit is refused with both shapes named. For a `transformer` the features are
+    /// token ids, cast to `UINT32` (sequences may be shorter than `max_seq_len`, so no reshape);
+    /// ratings and sparse rows are left as read.
+    pub fn shaped_for(self, config: &ModelConfig) -> Result<Self, TrainerError> {
+        if matches!(config, ModelConfig::Transformer(_)) {
+            return self.into_token_ids();
+        }
+        if !matches!(
+            config,
+            ModelConfig::Logreg(_)
+                | ModelConfig::Mlp(_)
+                | ModelConfig::Lenet(_)
+                | ModelConfig::Resnet(_)
+        ) {
+            return Ok(self);
+        }
+        let input = config.input_shape(1);
+        let want = &input[1..];
+        let reshape = |x: &Tensor| -> Result<Tensor, TrainerError> {
+            let (n, have) = match x.dims().split_first() {
+                Some((&n, have)) => (n, have),
+                None => return Ok(x.clone()),
+            };
+            if have == want {
+                return Ok(x.clone());
+            }
+            if have.iter().product::<usize>() != want.iter().product::<usize>() {
+                return Err(TrainerError::Data(format!(
+                    "{}: examples of shape {have:?} do not fit the {} input {want:?}",
+                    self.name,
+                    config.arch()
+                )));
+            }
+            let mut shape = vec![n];
+            shape.extend_from_slice(want);
+            Ok(x.reshape(shape)?)
+        };
+        let train_x = reshape(&self.train_x)?;
+        let test_x = reshape(&self.test_x)?;
+        Ok(Self {
+            train_x,
+            test_x,
+            ..self
+        })
+    }
+
+    /// Dense features that are token ids (a CSV of integers, one token per column) cast to the
+    /// `UINT32` a transformer takes; a value that is not a whole number in `0..2^24` (beyond which
+    /// f32 skips integers) is refused, so a float feature never silently becomes an id.
+    fn into_token_ids(self) -> Result<Self, TrainerError> {
+        let ids = |x: &Tensor| -> Result<Tensor, TrainerError> {
+            if x.dtype() != DType::F32 {
+                return Ok(x.clone());
+            }
+            let values = x.flatten_all()?.to_vec1::<f32>()?;
+            if let Some(bad) = values
+                .iter()
+                .find(|v| !(v.fract() == 0.0 && (0.0..MAX_EXACT_ID).contains(*v)))
+            {
+                return Err(TrainerError::Data(format!(
+                    "{}: the feature {bad} is not a token id (a whole number in 0..2^24)",
+                    self.name
+                )));
+            }
+            Ok(x.to_dtype(DType::U32)?)
+        };
+        let train_x = ids(&self.train_x)?;
+        let test_x = ids(&self.test_x)?;
+        Ok(Self {
+            train_x,
+            test_x,
+            ..self
+        })
     }
 
     /// The training split cut into `workers` partitions after a seeded shuffle; partition `k`
@@ -135,6 +217,50 @@ mod tests {
         all.sort_by(f32::total_cmp);
         expected.sort_by(f32::total_cmp);
         assert_eq!(all, expected);
+    }
+
+    #[test]
+    fn flat_digits_become_images_for_a_convolution_and_misfits_are_refused() {
+        let p = prepare(&digits_spec(), 0).unwrap();
+        let n = p.train_len();
+        let resnet: ModelConfig = serde_json::from_str(
+            r#"{"arch":"resnet","depth":18,"n_classes":10,"in_channels":1,"image_size":8}"#,
+        )
+        .unwrap();
+        let images = p.clone().shaped_for(&resnet).unwrap();
+        assert_eq!(images.train_x.dims(), &[n, 1, 8, 8]);
+        assert_eq!(images.test_x.dims(), &[p.test_len(), 1, 8, 8]);
+        // Row-major: pixel (row 1, column 0) is feature 8.
+        let flat = p.train_x.get(0).unwrap().to_vec1::<f32>().unwrap();
+        let img = images
+            .train_x
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .get(1)
+            .unwrap();
+        assert_eq!(img.to_vec1::<f32>().unwrap()[0], flat[8]);
+        // Back to flat for an MLP.
+        let mlp = ModelConfig::default_for("mlp").unwrap();
+        assert_eq!(images.shaped_for(&mlp).unwrap().train_x.dims(), &[n, 64]);
+        let lenet = ModelConfig::default_for("lenet").unwrap();
+        let err = p.clone().shaped_for(&lenet).unwrap_err().to_string();
+        assert!(err.contains("[64]") && err.contains("[1, 28, 28]"), "{err}");
+        // Scaled pixels are not token ids; the raw counts 0..16 of the committed file are.
+        let tf = ModelConfig::default_for("transformer").unwrap();
+        let err = p.shaped_for(&tf).unwrap_err().to_string();
+        assert!(err.contains("not a token id"), "{err}");
+        let raw = DataSpec {
+            source: concat!(env!("CARGO_MANIFEST_DIR"), "/../models/data/digits.csv.gz").into(),
+            format: None,
+            test_fraction: 0.25,
+        };
+        let tokens = prepare(&raw, 0).unwrap().shaped_for(&tf).unwrap();
+        assert_eq!(tokens.train_x.dtype(), DType::U32);
+        assert_eq!(tokens.train_x.dims(), &[n, 64]);
+        let max = tokens.train_x.flatten_all().unwrap().max(0).unwrap();
+        assert_eq!(max.to_scalar::<u32>().unwrap(), 16);
     }
 
     #[test]

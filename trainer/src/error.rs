@@ -36,6 +36,11 @@ pub enum TrainerError {
     Runtime(#[from] cumulus_runtime::RuntimeError),
     #[error("worker {worker}: {reason}")]
     Worker { worker: u32, reason: String },
+    #[error("checkpoint {path}: {source}")]
+    Checkpoint {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("training diverged at local step {step}: loss is {loss}")]
     Diverged { step: u64, loss: f64 },
 }

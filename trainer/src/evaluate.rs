@@ -4,6 +4,7 @@
 
 use candle_core::{DType, Tensor};
 use cumulus_models::Model;
+use cumulus_models::blocks::BATCH_NORM_MOMENTUM;
 use cumulus_models::loss::Loss;
 use cumulus_models::train::{Metric, evaluate};
 use serde::Serialize;
@@ -77,6 +78,46 @@ pub fn measure(
     })
 }
 
+/// Training examples whose statistics become BatchNorm's running statistics before a measure.
+pub const BATCH_NORM_CALIBRATION_EXAMPLES: usize = 256;
+
+/// Re-estimates every BatchNorm running mean and variance of `model` from the first
+/// [`BATCH_NORM_CALIBRATION_EXAMPLES`] rows of `train_x` (one batch in training mode), as
+/// PyTorch's `torch.optim.swa_utils.update_bn` does for averaged weights. Returns whether the
+/// model has any.
+///
+/// Running statistics are buffers, not parameters: they never travel through the parameter store,
+/// so the weights pulled from it come with the coordinator's initial statistics (mean 0,
+/// variance 1), which a ResNet was never trained with: measured or saved with those, its
+/// activations are normalized with the wrong scale.
+/// In training mode every BatchNorm normalizes with its batch's own statistics, so one forward
+/// pass from zeroed buffers leaves `momentum * statistic` in each, whatever the layer's depth.
+pub fn recalibrate_batch_norm(model: &Model, train_x: &Tensor) -> Result<bool, TrainerError> {
+    let stats: Vec<_> = model
+        .named_vars(false)
+        .into_iter()
+        .filter(|(name, _)| name.ends_with(".running_mean") || name.ends_with(".running_var"))
+        .collect();
+    let n = train_x
+        .dims()
+        .first()
+        .copied()
+        .unwrap_or(0)
+        .min(BATCH_NORM_CALIBRATION_EXAMPLES);
+    // The unbiased variance of a single example is undefined.
+    if stats.is_empty() || n < 2 {
+        return Ok(false);
+    }
+    for (_, var) in &stats {
+        var.set(&var.as_tensor().zeros_like()?)?;
+    }
+    model.forward_t(&train_x.narrow(0, 0, n)?, true)?;
+    for (_, var) in &stats {
+        var.set(&(var.as_tensor() / BATCH_NORM_MOMENTUM)?)?;
+    }
+    Ok(true)
+}
+
 /// ROC AUC of `scores` against 0/1 `labels`; `None` when a class is missing or lengths differ.
 pub fn roc_auc(scores: &[f64], labels: &[f64]) -> Option<f64> {
     if scores.len() != labels.len() {
@@ -128,6 +169,37 @@ mod tests {
         assert!((b - 7.0 / 12.0).abs() < 1e-12);
         assert_eq!(roc_auc(&[0.1, 0.2], &[1.0, 1.0]), None);
         assert_eq!(roc_auc(&[0.1], &[1.0, 0.0]), None);
+    }
+
+    #[test]
+    fn batch_norm_statistics_are_those_of_the_calibration_batch() {
+        use candle_core::Device;
+        use cumulus_models::ModelConfig;
+
+        let cfg: ModelConfig = serde_json::from_str(
+            r#"{"arch":"resnet","depth":18,"n_classes":3,"in_channels":1,"image_size":8}"#,
+        )
+        .unwrap();
+        let model = Model::with_seed(&cfg, &Device::Cpu, 0).unwrap();
+        // Inputs far from the initial statistics (mean 0, variance 1) of the BatchNorms.
+        let x = (Tensor::randn(0f32, 1.0, (16, 1, 8, 8), &Device::Cpu).unwrap() + 2.0).unwrap();
+        assert!(recalibrate_batch_norm(&model, &x).unwrap());
+        // With the batch's own statistics, eval mode computes on that batch what training mode
+        // does (up to the unbiased variance); with the initial ones it would be far off.
+        let eval = model.forward_range(0, 0, &x, false).unwrap();
+        let train = model.forward_range(0, 0, &x, true).unwrap();
+        let diff = (eval - train)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap();
+        let diff = diff.max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 0.05, "eval and train mode differ by {diff}");
+        // A model without BatchNorm is left alone.
+        let mlp = Model::with_seed(&ModelConfig::default_for("mlp").unwrap(), &Device::Cpu, 0);
+        let flat = Tensor::zeros((4, 64), DType::F32, &Device::Cpu).unwrap();
+        assert!(!recalibrate_batch_norm(&mlp.unwrap(), &flat).unwrap());
     }
 
     #[test]

@@ -162,3 +162,86 @@ async fn a_cancelled_job_stops_after_the_current_invocations_and_writes_its_mode
     );
     shard.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkpoints_are_loadable_model_folders_and_only_the_newest_three_remain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut shard = ShardConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("store"));
+    shard.wal_fsync = false;
+    let shard = cumulus_param_store::run(shard).await.unwrap();
+    let out = dir.path().join("model");
+    let mut job = digits_job("bsp", 0.1, &out);
+    // A fixed length (no target) of 2 workers x 20 steps a round: about 9 rounds of 40 steps.
+    job.stop.target_accuracy = None;
+    job.stop.max_epochs = Some(8);
+    job.checkpoint_every_steps = 50;
+    // A checkpoint of an earlier run into the same folder is not this run's: it goes.
+    let stale = out.join("checkpoints").join("step-999999");
+    std::fs::create_dir_all(&stale).unwrap();
+    let options = RunOptions {
+        job_id: job.name.clone(),
+        work_dir: dir.path().join("jobs"),
+        store: vec![shard.addr.to_string()],
+        cancel: None,
+    };
+    let invoker = Arc::new(InProcessInvoker {
+        time_limit: Duration::from_secs(120),
+    });
+    let (tx, _rx) = watch::channel(JobStatus::new(&job.name, JobMetric::Accuracy, 2));
+    let outcome = run_job(&job, &options, invoker, tx).await.unwrap();
+    shard.stop().await.unwrap();
+    let m = outcome.metrics;
+    assert!(
+        m.steps >= 5 * 50,
+        "only {} steps: too few to test pruning",
+        m.steps
+    );
+
+    let ckpt_dir = out.join("checkpoints");
+    let mut names: Vec<String> = std::fs::read_dir(&ckpt_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let mut steps: Vec<u64> = names
+        .iter()
+        .map(|n| {
+            n.strip_prefix("step-")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or_else(|| panic!("unexpected entry {n:?} in {names:?}"))
+        })
+        .collect();
+    steps.sort();
+    assert_eq!(steps.len(), 3, "{names:?}");
+    // The newest three: the last one at most one round (40 steps) before the end, each at or
+    // past its own multiple of the interval, and more than one interval apart from the next.
+    assert!(
+        steps[2] <= m.steps && steps[2] + 40 >= m.steps,
+        "{steps:?} of {}",
+        m.steps
+    );
+    assert!(steps.windows(2).all(|w| w[1] / 50 > w[0] / 50), "{steps:?}");
+
+    let device = candle_core::Device::Cpu;
+    let load = |s: u64| {
+        cumulus_models::Model::load(ckpt_dir.join(format!("step-{s}")), &device)
+            .expect("a checkpoint is a loadable model folder")
+    };
+    let (oldest, newest) = (load(steps[0]), load(steps[2]));
+    assert_eq!(newest.config().arch(), "mlp");
+    // Training went on between the two: the checkpoints hold different weights.
+    let weights = |model: &cumulus_models::Model| {
+        let mut all = Vec::new();
+        for (_, var) in model.named_vars(true) {
+            all.extend(
+                var.as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap(),
+            );
+        }
+        all
+    };
+    assert_ne!(weights(&oldest), weights(&newest));
+}
