@@ -6,7 +6,8 @@
 //! 2. detects the knee: the recent slope of the smoothed loss (per training example) has fallen
 //!    below a fraction of the initial slope,
 //! 3. then, every `interval_steps`, fits a learning curve `loss(s) = 1 / (b0·s + b1) + b2` over the
-//!    examples processed `s` (Nelder–Mead with `argmin`) and a step-time model, predicts the loss
+//!    examples processed `s` (Nelder–Mead with `argmin`), to the observations from the flat window
+//!    that revealed the knee on, and a step-time model, predicts the loss
 //!    `horizon_secs` ahead with `W` and with `W − 1` workers, and removes a worker when the
 //!    difference stays within `tolerance` (relative).
 //!
@@ -17,7 +18,8 @@
 //! use cumulus_trainer::autotune::{AutoTuner, AutoTuneConfig, Decision, Observation};
 //!
 //! let mut tuner = AutoTuner::new(AutoTuneConfig::default())?;
-//! // A loss curve that flattened long ago: 4 workers of 32 examples a step, 10 ms a step.
+//! // A loss curve that flattened long ago, reported after every local step: 4 workers,
+//! // minibatches of 128 examples, 10 ms a step.
 //! for step in 1..=400u64 {
 //!     let s = (step * 4 * 32) as f64;
 //!     let loss = 1.0 / (0.001 * s + 1.0) + 0.3;
@@ -105,10 +107,11 @@ impl AutoTuneConfig {
     }
 }
 
-/// One report of the job's progress, after a global step.
+/// One report of the job's progress (one worker invocation's steps, as the coordinator feeds it).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Observation {
-    /// Global step (clock) the report is for; must increase.
+    /// Local steps of all workers together so far (each one minibatch of one worker); must
+    /// increase. Under SSP and ASP the workers' clocks differ, but this count always grows.
     pub step: u64,
     /// Training examples processed by all workers so far; must not decrease.
     pub examples: f64,
@@ -116,7 +119,7 @@ pub struct Observation {
     pub loss: f64,
     /// Workers active during this step.
     pub workers: u32,
-    /// Wall time of this step in seconds.
+    /// Wall time of one local step of the reporting worker, in seconds.
     pub step_secs: f64,
 }
 
@@ -262,6 +265,9 @@ pub struct AutoTuner {
     /// Smoothed loss per observation, parallel to `history`.
     curve: Vec<f64>,
     knee_step: Option<u64>,
+    /// Index in `history` of the first observation the learning curve is fitted to: the start of
+    /// the flat window that revealed the knee.
+    fit_from: usize,
     last_decision: u64,
 }
 
@@ -274,6 +280,7 @@ impl AutoTuner {
             history: Vec::new(),
             curve: Vec::new(),
             knee_step: None,
+            fit_from: 0,
             last_decision: 0,
         })
     }
@@ -317,6 +324,7 @@ impl AutoTuner {
         self.curve.push(smoothed);
         if self.knee_step.is_none() && self.knee_passed() {
             self.knee_step = Some(obs.step);
+            self.fit_from = self.history.len() - self.config.window;
             self.last_decision = obs.step;
         }
         Ok(())
@@ -360,11 +368,17 @@ impl AutoTuner {
             return Decision::Keep;
         }
         self.last_decision = last.step;
-        let points: Vec<(f64, f64)> = self
-            .history
+        // The curve is fitted to the flat part only: with the steep start in the fit, the
+        // least-squares hyperbola bends the tail to match it, and on a real job (PMF on
+        // MovieLens) it put the asymptote below zero and predicted negative losses.
+        // The examples are counted from the window's start, so the hyperbola's pole sits there and
+        // not at the job's start: fitted over `s` from 0, a slowly flattening tail far from the
+        // origin drove `b1` to zero and gave a 1/s tail much steeper than the measured one.
+        let origin = self.history[self.fit_from].examples;
+        let points: Vec<(f64, f64)> = self.history[self.fit_from..]
             .iter()
-            .zip(&self.curve)
-            .map(|(o, &l)| (o.examples, l))
+            .zip(&self.curve[self.fit_from..])
+            .map(|(o, &l)| (o.examples - origin, l))
             .collect();
         let times: Vec<(u32, f64)> = self
             .history
@@ -373,16 +387,39 @@ impl AutoTuner {
             .collect();
         let (Some(curve), Some(time)) = (LearningCurve::fit(&points), StepTimeModel::fit(&times))
         else {
+            tracing::debug!(
+                step = last.step,
+                "auto-tuner: no learning-curve fit; keeping"
+            );
             return Decision::Keep;
         };
-        // Examples per step scale with the workers (each runs its own minibatch per clock).
-        let per_worker_step = last.examples / (last.step as f64).max(1.0) / f64::from(last.workers);
-        let ahead = |w: u32| {
-            let steps = self.config.horizon_secs / time.predict(w);
-            curve.predict(last.examples + steps * per_worker_step * f64::from(w))
-        };
+        // Steps are local steps of all workers together, so examples per step is one worker's
+        // minibatch; in `horizon_secs` each of `w` workers runs `horizon / t(w)` steps.
+        let per_step = last.examples / (last.step as f64).max(1.0);
+        let rate = |w: u32| per_step * f64::from(w) / time.predict(w);
+        // A fitted curve is not extrapolated beyond twice the range it was fitted to: on a fast
+        // job (2 ms steps) `horizon_secs` alone would predict four times further ahead than the
+        // job had run, where the hyperbola's tail says little.
+        let fitted_span = last.examples - origin;
+        let horizon = self
+            .config
+            .horizon_secs
+            .min(fitted_span / rate(last.workers).max(f64::MIN_POSITIVE));
+        let ahead = |w: u32| curve.predict(fitted_span + horizon * rate(w));
         let predicted_now = ahead(last.workers);
         let predicted_fewer = ahead(last.workers - 1);
+        tracing::debug!(
+            step = last.step,
+            knee,
+            workers = last.workers,
+            smoothed = self.smoothed,
+            predicted_now,
+            predicted_fewer,
+            horizon,
+            ?curve,
+            ?time,
+            "auto-tuner prediction"
+        );
         if predicted_fewer - predicted_now <= self.config.tolerance * predicted_now.abs() {
             Decision::RemoveWorker {
                 predicted_now,
@@ -482,6 +519,44 @@ mod tests {
         }
         assert!(steep.knee_step().is_some());
         assert_eq!(steep.decide(), Decision::Keep);
+    }
+
+    /// The shape of a real PMF-on-MovieLens run with Adam (4 workers, reports of 50 steps of 256
+    /// examples, 2 ms a step): a steep fall from the initial loss, then a long, slowly sinking
+    /// tail. Fitted to the whole history, the hyperbola put its asymptote below zero and
+    /// predicted negative losses 5 s ahead, with a gap between 4 and 3 workers far above the
+    /// tolerance, so no worker ever went.
+    #[test]
+    fn a_steep_start_with_a_slow_tail_still_lets_a_worker_go() {
+        let mut tuner = AutoTuner::new(AutoTuneConfig::default()).unwrap();
+        for report in 1..=120u64 {
+            let s = (report * 50 * 256) as f64;
+            let loss = 12.0 * (-s / 40_000.0).exp() + 0.95 * (1.0 + s / 200_000.0).powf(-0.15);
+            tuner
+                .observe(Observation {
+                    step: report * 50,
+                    examples: s,
+                    loss,
+                    workers: 4,
+                    step_secs: 0.002,
+                })
+                .unwrap();
+        }
+        assert!(tuner.knee_step().is_some());
+        match tuner.decide() {
+            Decision::RemoveWorker {
+                predicted_now,
+                predicted_fewer,
+            } => {
+                let smoothed = tuner.smoothed_loss().unwrap();
+                assert!(
+                    predicted_now > 0.0 && predicted_now <= smoothed,
+                    "{predicted_now}"
+                );
+                assert!(predicted_fewer >= predicted_now);
+            }
+            Decision::Keep => panic!("the tail is flat: a worker should go"),
+        }
     }
 
     #[test]
