@@ -67,6 +67,8 @@ struct Shared {
     stop: AtomicBool,
     removed: Vec<AtomicBool>,
     examples: AtomicU64,
+    /// Each worker's partition URL; replaced when a scale-in re-splits the training data.
+    partitions: std::sync::Mutex<Vec<String>>,
 }
 
 /// Runs `job` to the end. `status` receives the job's progress after every round.
@@ -105,6 +107,7 @@ pub async fn run_job(
         stop: AtomicBool::new(false),
         removed: (0..workers).map(|_| AtomicBool::new(false)).collect(),
         examples: AtomicU64::new(0),
+        partitions: std::sync::Mutex::new(partitions.clone()),
     });
     let (tx, mut rx) = mpsc::channel::<Event>(workers as usize * 4);
     let base_lr = job.training.optimizer.learning_rate();
@@ -155,6 +158,7 @@ pub async fn run_job(
     let mut round_loss = (0.0, 0u64);
     let mut fatal = None;
     let mut local_steps = 0u64;
+    let mut scale_ins = 0u64;
     // The metric of the model saved when the target was met, if it was.
     let mut kept = None;
     let mut cancel = options.cancel.clone();
@@ -264,6 +268,13 @@ pub async fn run_job(
             );
             shared.removed[k as usize].store(true, Ordering::SeqCst);
             st.workers -= 1;
+            scale_ins += 1;
+            // The removed worker's partition would no longer be trained on: the remaining
+            // workers share the whole training split again.
+            let active: Vec<u32> = (0..workers)
+                .filter(|&k| !shared.removed[k as usize].load(Ordering::SeqCst))
+                .collect();
+            resplit(&data, &active, job.seed, scale_ins, &part_dir, &shared).await?;
         }
         status.send_replace(st.clone());
     }
@@ -403,6 +414,31 @@ async fn evaluate(
     measure(model, &data.test_x, &data.test_y, metric)
 }
 
+/// Splits the training data anew among the `active` workers after scale-in number `generation`
+/// and hands each its new partition; a driver picks it up at its next invocation.
+async fn resplit(
+    data: &Prepared,
+    active: &[u32],
+    seed: u64,
+    generation: u64,
+    part_dir: &std::path::Path,
+    shared: &Shared,
+) -> Result<(), TrainerError> {
+    let mut urls = Vec::with_capacity(active.len());
+    let parts = data.partitions(active.len() as u32, seed.wrapping_add(generation))?;
+    for (i, (x, y)) in parts.iter().enumerate() {
+        let file = part_dir.join(format!("part-g{generation}-{i}.safetensors"));
+        let url = partition::file_url(&file)?;
+        partition::write(&url, x, y).await?;
+        urls.push(url);
+    }
+    let mut assigned = shared.partitions.lock().expect("never held across a panic");
+    for (&k, url) in active.iter().zip(urls) {
+        assigned[k as usize] = url;
+    }
+    Ok(())
+}
+
 /// Keeps one worker invoked until the job stops or the worker is removed.
 struct Driver {
     template: WorkerTask,
@@ -429,6 +465,17 @@ impl Driver {
             // A fresh range of sequence numbers per invocation: a push of a failed invocation
             // can never shadow one of the next.
             task.seq = invocation << 32;
+            let partition = self
+                .shared
+                .partitions
+                .lock()
+                .expect("never held across a panic")[k as usize]
+                .clone();
+            if partition != task.partition {
+                // A new share of the data after a scale-in: start at its beginning.
+                task.partition = partition;
+                task.cursor = 0;
+            }
             let epoch = self.shared.examples.load(Ordering::Relaxed) / self.train_len.max(1);
             task.lr = base_lr * self.schedule.factor(epoch as u32, self.max_epochs);
             let outcome = match self.invoker.invoke(task.clone()).await {
