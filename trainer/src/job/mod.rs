@@ -297,7 +297,8 @@ pub struct JobSpec {
     pub stop: StopSpec,
     #[serde(default)]
     pub autotune: AutotuneSpec,
-    /// Steps between checkpoints of the parameter store; 0 turns them off.
+    /// Global steps (local steps of all workers) between model-folder checkpoints in
+    /// `<output>/checkpoints/step-<N>/` ([`crate::checkpoint`]); 0 turns them off.
     #[serde(default)]
     pub checkpoint_every_steps: u64,
     /// Where the trained model folder, metrics.json and plots go; `runs/<name>` when absent.
