@@ -113,6 +113,9 @@ pub struct ChangedTensor {
     pub indices: Vec<u64>,
     /// Current values.
     pub values: Vec<f32>,
+    /// Payload bytes the answer took on the wire: 4 per value, plus 4 per offset for the
+    /// entries sent sparse (a dense run carries no offsets).
+    pub wire_bytes: u64,
 }
 
 /// The version of each shard a caller is up to date with (see [`ParamStoreClient::pull_changed`]).
@@ -511,6 +514,7 @@ impl ParamStoreClient {
                             ..Default::default()
                         });
                 let values = words_le(&chunk.values, "pull answer values").map_err(bad_answer)?;
+                entry.wire_bytes += (chunk.values.len() + chunk.offsets.len()) as u64;
                 let before = entry.values.len();
                 entry.values.extend(values.map(f32::from_le_bytes));
                 let n = (entry.values.len() - before) as u64;

@@ -148,6 +148,8 @@ async fn concurrent_sparse_pushes_sum_exactly() {
     let mut idx = delta[0].indices.clone();
     idx.sort();
     assert_eq!(idx, vec![5, 19_999]);
+    // Two entries sent sparse: an offset and a value each, 4 bytes apiece.
+    assert_eq!(delta[0].wire_bytes, 2 * 8);
     stop(shards).await;
 }
 

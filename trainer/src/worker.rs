@@ -87,9 +87,8 @@ pub struct WorkerReport {
     /// Entries pushed by the final drain of the accumulators.
     pub drained: u64,
     pub drained_bytes: u64,
-    /// Payload bytes pulled: 4 per value received (the full pull at the start, then the changed
-    /// entries of every step). The store sends a chunk the worker is far behind on as a dense run
-    /// with no offsets, and a sparse one with varint offsets that this leaves out.
+    /// Payload bytes pulled as they were on the wire (the full pull at the start, then the
+    /// changed entries of every step): 4 per value, plus 4 per offset of entries sent sparse.
     #[serde(default)]
     pub pulled_bytes: u64,
     /// Examples in this worker's partition.
@@ -209,9 +208,10 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
     Ok(report)
 }
 
-/// Payload bytes of a pull of changed entries: 4 per f32 value.
+/// Payload bytes of a pull of changed entries, as they were on the wire (4 per f32 value, plus 4
+/// per offset of the entries sent sparse).
 fn changed_bytes(changed: &[ChangedTensor]) -> u64 {
-    changed.iter().map(|c| c.values.len() as u64 * 4).sum()
+    changed.iter().map(|c| c.wire_bytes).sum()
 }
 
 /// Pushes `deltas` (if any) at the report's clock under its next sequence number.
@@ -273,14 +273,19 @@ mod tests {
     }
 
     #[test]
-    fn pulled_bytes_count_the_values() {
-        let changed = |n: usize| ChangedTensor {
+    fn pulled_bytes_count_the_wire_payload() {
+        // Sparse entries carry an offset and a value, dense runs only values.
+        let changed = |n: usize, sparse: bool| ChangedTensor {
             tensor: "t".into(),
             indices: (0..n as u64).collect(),
             values: vec![0.5; n],
+            wire_bytes: n as u64 * if sparse { 8 } else { 4 },
         };
         assert_eq!(changed_bytes(&[]), 0);
-        assert_eq!(changed_bytes(&[changed(3), changed(2)]), 5 * 4);
+        assert_eq!(
+            changed_bytes(&[changed(3, true), changed(2, false)]),
+            3 * 8 + 2 * 4
+        );
     }
 
     #[test]
