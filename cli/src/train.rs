@@ -180,10 +180,11 @@ pub(crate) async fn train(
     );
     let dense = m.entries_considered.saturating_mul(8);
     println!(
-        "pushed {} of {} bytes ({:.1}% filtered), {} invocations ({} cold, {} failed), billed ${:.6}",
+        "pushed {} of {} bytes ({:.1}% filtered), pulled {} bytes, {} invocations ({} cold, {} failed), billed ${:.6}",
         m.bytes_pushed,
         dense,
         100.0 * m.bytes_filtered as f64 / dense.max(1) as f64,
+        m.bytes_pulled,
         m.invocations,
         m.cold_starts,
         m.failed_invocations,
