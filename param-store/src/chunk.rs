@@ -103,10 +103,11 @@ impl Chunk {
         self.log_floor = self.log_floor.max(dropped).max(version);
     }
 
-    /// Entries of `[from, to)` (chunk offsets) changed after `since`, appended once each as
-    /// little-endian `offset - from` (u32) and current value (f32); or the whole range as a dense
-    /// run of values (nothing appended to `offsets`) when `since` is older than the log or when
-    /// the dense run is the smaller answer.
+    /// Entries of `[from, to)` (chunk offsets) changed after `since`, each once and in offset
+    /// order: `offset - from` appended to `offsets` as gap-coded varints (see
+    /// [`decode_offsets`]) and the current value to `values` (little-endian f32). Or the whole
+    /// range as a dense run of values (nothing appended to `offsets`) when `since` is older than
+    /// the log or when the dense run is the smaller answer.
     pub(crate) fn changed_since(
         &self,
         since: u64,
@@ -119,58 +120,84 @@ impl Chunk {
         if since >= self.log_floor {
             let first = self.log.partition_point(|b| b.version <= since);
             let batches = self.log.get(first..).unwrap_or_default();
-            let (o0, v0) = (offsets.len(), values.len());
-            let sent = self.append_changed(batches, from, to, offsets, values);
-            // A sparse entry costs 8 bytes on the wire, a dense value 4: past half the range,
-            // the dense run is the smaller answer.
-            if sent * 2 <= width {
+            let (seen, n) = changed_set(batches, from, to);
+            // A sparse entry costs 4 bytes of value and 1–2 of offset, a dense value 4: past two
+            // thirds of the range, the dense run is the smaller answer.
+            if 3 * n <= 2 * width {
+                append_sparse(&seen, n, from, &self.values, offsets, values);
                 return;
             }
-            offsets.truncate(o0);
-            values.truncate(v0);
         }
         extend_le(values, self.values.get(from..to).unwrap_or_default());
     }
+}
 
-    /// Appends the entries of `[from, to)` that `batches` changed, each once; returns how many.
-    fn append_changed(
-        &self,
-        batches: &[LogBatch],
-        from: usize,
-        to: usize,
-        offsets: &mut Vec<u8>,
-        values: &mut Vec<u8>,
-    ) -> usize {
-        let n: usize = batches.iter().map(|b| b.offsets.len()).sum();
-        let width = to.saturating_sub(from);
-        let cap = n.min(width);
-        offsets.reserve(4 * cap);
-        values.reserve(4 * cap);
-        let mut seen = vec![0u64; width.div_ceil(64)];
-        let mut sent = 0;
-        for b in batches {
-            for &off in &b.offsets {
-                let o = off as usize;
-                if o < from || o >= to {
-                    continue;
-                }
-                let (word, bit) = ((o - from) / 64, 1u64 << ((o - from) % 64));
-                let Some(w) = seen.get_mut(word) else {
-                    continue;
-                };
-                if *w & bit != 0 {
-                    continue;
-                }
+/// Marks the offsets in `[from, to)` that `batches` changed; returns the bitmap (bit `o - from`)
+/// and how many are set.
+fn changed_set(batches: &[LogBatch], from: usize, to: usize) -> (Vec<u64>, usize) {
+    let width = to.saturating_sub(from);
+    let mut seen = vec![0u64; width.div_ceil(64)];
+    let mut n = 0;
+    for b in batches {
+        for &off in &b.offsets {
+            let o = off as usize;
+            if o < from || o >= to {
+                continue;
+            }
+            let (word, bit) = ((o - from) / 64, 1u64 << ((o - from) % 64));
+            if let Some(w) = seen.get_mut(word)
+                && *w & bit == 0
+            {
                 *w |= bit;
-                if let Some(v) = self.values.get(o) {
-                    offsets.extend_from_slice(&((o - from) as u32).to_le_bytes());
-                    values.extend_from_slice(&v.to_le_bytes());
-                    sent += 1;
-                }
+                n += 1;
             }
         }
-        sent
     }
+    (seen, n)
+}
+
+/// Appends the entries marked in `seen`, in offset order: gaps as varints, values as f32.
+fn append_sparse(
+    seen: &[u64],
+    n: usize,
+    from: usize,
+    chunk: &[f32],
+    offsets: &mut Vec<u8>,
+    values: &mut Vec<u8>,
+) {
+    offsets.reserve(2 * n);
+    values.reserve(4 * n);
+    let mut prev = 0u64;
+    for (w, &word) in seen.iter().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            let rel = (w * 64 + bits.trailing_zeros() as usize) as u64;
+            bits &= bits - 1;
+            let Some(v) = chunk.get(from + rel as usize) else {
+                continue;
+            };
+            prost::encoding::encode_varint(rel - prev, offsets);
+            values.extend_from_slice(&v.to_le_bytes());
+            prev = rel;
+        }
+    }
+}
+
+/// Decodes the offsets of a sparse pull answer: varints, the first the offset itself, each next
+/// the gap from the one before (answers list offsets in increasing order).
+pub(crate) fn decode_offsets(mut bytes: &[u8]) -> Result<Vec<u32>, String> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0u64;
+    while !bytes.is_empty() {
+        let gap = prost::encoding::decode_varint(&mut bytes)
+            .map_err(|e| format!("offsets: bad varint after {} entries: {e}", out.len()))?;
+        at = at
+            .checked_add(gap)
+            .filter(|&o| o <= u64::from(u32::MAX))
+            .ok_or_else(|| format!("offsets: entry {} is past 2^32", out.len()))?;
+        out.push(at as u32);
+    }
+    Ok(out)
 }
 
 /// Appends f32 values as little-endian bytes.
@@ -205,10 +232,8 @@ mod tests {
         if offsets.is_empty() && !values.is_empty() {
             return None; // dense fallback
         }
-        let mut got: Vec<u32> = words_le(&offsets, "offsets")
-            .unwrap()
-            .map(u32::from_le_bytes)
-            .collect();
+        let mut got = decode_offsets(&offsets).unwrap();
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "in increasing order");
         got.sort_unstable();
         got.dedup();
         Some(got)
@@ -241,7 +266,7 @@ mod tests {
             let want: Vec<u32> = (0..1024u32).filter(|&o| last[o as usize] > since).collect();
             match changed(&chunk, since) {
                 None => assert!(
-                    since < chunk.log_floor || want.len() * 2 > 1024,
+                    since < chunk.log_floor || 3 * want.len() > 2 * 1024,
                     "dense only below the floor or when most of the chunk changed (since {since})"
                 ),
                 Some(got) => {

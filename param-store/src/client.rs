@@ -23,7 +23,7 @@ use pb::param_store_client::ParamStoreClient as Raw;
 use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::chunk::words_le;
+use crate::chunk::{decode_offsets, words_le};
 use crate::error::{Result, StoreError};
 use crate::layout::{JobLayout, chunk_owner};
 use crate::routing::{Routing, split_push};
@@ -113,8 +113,8 @@ pub struct ChangedTensor {
     pub indices: Vec<u64>,
     /// Current values.
     pub values: Vec<f32>,
-    /// Payload bytes the answer took on the wire: 4 per value, plus 4 per offset for the
-    /// entries sent sparse (a dense run carries no offsets).
+    /// Payload bytes the answer took on the wire: 4 per value, plus the gap-coded offsets of
+    /// the entries sent sparse (a dense run carries none).
     pub wire_bytes: u64,
 }
 
@@ -522,13 +522,12 @@ impl ParamStoreClient {
                     // A dense run: the caller was further behind than the chunk's change log.
                     entry.indices.extend(chunk.start..chunk.start + n);
                 } else {
-                    let offsets =
-                        words_le(&chunk.offsets, "pull answer offsets").map_err(bad_answer)?;
+                    let offsets = decode_offsets(&chunk.offsets).map_err(bad_answer)?;
                     let base = entry.indices.len();
                     let start = chunk.start;
                     entry
                         .indices
-                        .extend(offsets.map(|o| start + u64::from(u32::from_le_bytes(o))));
+                        .extend(offsets.into_iter().map(|o| start + u64::from(o)));
                     if (entry.indices.len() - base) as u64 != n {
                         return Err(bad_answer(format!(
                             "pull answer of tensor '{}': {} offsets for {n} values",

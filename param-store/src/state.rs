@@ -655,8 +655,8 @@ mod tests {
                 if c.offsets.is_empty() {
                     got.extend(c.start..c.start + c.values.len() as u64 / 4);
                 } else {
-                    let offsets = words_le(&c.offsets, "offsets").unwrap();
-                    got.extend(offsets.map(|o| c.start + u64::from(u32::from_le_bytes(o))));
+                    let offsets = crate::chunk::decode_offsets(&c.offsets).unwrap();
+                    got.extend(offsets.into_iter().map(|o| c.start + u64::from(o)));
                 }
             }
             got.sort_unstable();

@@ -148,8 +148,9 @@ async fn concurrent_sparse_pushes_sum_exactly() {
     let mut idx = delta[0].indices.clone();
     idx.sort();
     assert_eq!(idx, vec![5, 19_999]);
-    // Two entries sent sparse: an offset and a value each, 4 bytes apiece.
-    assert_eq!(delta[0].wire_bytes, 2 * 8);
+    // Two entries sent sparse, each alone in its chunk (of 1,000): a 4-byte value each, and the
+    // offsets 5 and 999 as varints of 1 and 2 bytes.
+    assert_eq!(delta[0].wire_bytes, 2 * 4 + 1 + 2);
     stop(shards).await;
 }
 
