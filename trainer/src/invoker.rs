@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cumulus_runtime::{InvokeRequest, Platform, StartKind};
+use cumulus_runtime::{Invocation, InvokeRequest, Platform, StartKind};
 
 use crate::TrainerError;
 use crate::worker::{self, WorkerReport, WorkerTask};
@@ -48,28 +48,39 @@ impl PlatformInvoker {
     }
 }
 
+impl PlatformInvoker {
+    /// Invokes the worker function with `task`: its report and the platform's record of the call
+    /// (start kind and latency, billing).
+    pub async fn call(
+        &self,
+        task: &WorkerTask,
+    ) -> Result<(WorkerReport, Invocation), TrainerError> {
+        let worker = task.worker;
+        let payload = serde_json::to_vec(task).map_err(|e| TrainerError::Worker {
+            worker,
+            reason: format!("encoding the task: {e}"),
+        })?;
+        let done = self
+            .platform
+            .invoke_request(InvokeRequest {
+                function: self.function.clone(),
+                payload: Bytes::from(payload),
+                deadline: None,
+                job: Some(self.job.clone()),
+            })
+            .await?;
+        let report = serde_json::from_slice(&done.output).map_err(|e| TrainerError::Worker {
+            worker,
+            reason: format!("unreadable report: {e}"),
+        })?;
+        Ok((report, done))
+    }
+}
+
 impl Invoker for PlatformInvoker {
     fn invoke(&self, task: WorkerTask) -> InvokeFuture<'_> {
         Box::pin(async move {
-            let worker = task.worker;
-            let payload = serde_json::to_vec(&task).map_err(|e| TrainerError::Worker {
-                worker,
-                reason: format!("encoding the task: {e}"),
-            })?;
-            let done = self
-                .platform
-                .invoke_request(InvokeRequest {
-                    function: self.function.clone(),
-                    payload: Bytes::from(payload),
-                    deadline: None,
-                    job: Some(self.job.clone()),
-                })
-                .await?;
-            let report: WorkerReport =
-                serde_json::from_slice(&done.output).map_err(|e| TrainerError::Worker {
-                    worker,
-                    reason: format!("unreadable report: {e}"),
-                })?;
+            let (report, done) = self.call(&task).await?;
             Ok(Invoked {
                 report,
                 cost_usd: done.billing.cost_usd,

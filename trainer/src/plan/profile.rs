@@ -10,18 +10,17 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bytes::Bytes;
-use cumulus_runtime::{CumulusConfig, FunctionOverride, InvokeRequest, Platform, StartKind};
+use cumulus_runtime::{CumulusConfig, FunctionOverride, Platform, StartKind};
 use tokio::sync::watch;
 
 use super::{CpuModel, InvocationSample, PlanError, Profile, ProfileRun};
 use crate::TrainerError;
 use crate::coordinator::{RunOptions, run_job};
 use crate::evaluate::JobMetric;
-use crate::invoker::{InvokeFuture, Invoked, Invoker};
+use crate::invoker::{InvokeFuture, Invoked, Invoker, PlatformInvoker};
 use crate::job::{JobSpec, MAX_WORKERS};
 use crate::report::JobStatus;
-use crate::worker::{self, WorkerReport, WorkerTask};
+use crate::worker::{self, WorkerTask};
 
 /// Longest profile run asked for, seconds.
 pub const MAX_PROFILE_SECS: f64 = 600.0;
@@ -119,12 +118,10 @@ pub fn add_profile_functions(
     }
 }
 
-/// Invokes the worker function on the platform, as [`crate::invoker::PlatformInvoker`] does,
-/// and records what each invocation measured.
+/// Invokes the worker function through a [`PlatformInvoker`] and records what each invocation
+/// measured.
 struct RecordingInvoker {
-    platform: Platform,
-    function: String,
-    job: String,
+    platform: PlatformInvoker,
     workers: u32,
     memory_mb: u32,
     samples: Arc<Mutex<Vec<InvocationSample>>>,
@@ -134,26 +131,9 @@ impl Invoker for RecordingInvoker {
     fn invoke(&self, task: WorkerTask) -> InvokeFuture<'_> {
         Box::pin(async move {
             let worker = task.worker;
-            let payload = serde_json::to_vec(&task).map_err(|e| TrainerError::Worker {
-                worker,
-                reason: format!("encoding the task: {e}"),
-            })?;
             let called = Instant::now();
-            let done = self
-                .platform
-                .invoke_request(InvokeRequest {
-                    function: self.function.clone(),
-                    payload: Bytes::from(payload),
-                    deadline: None,
-                    job: Some(self.job.clone()),
-                })
-                .await?;
+            let (report, done) = self.platform.call(&task).await?;
             let wall_secs = called.elapsed().as_secs_f64();
-            let report: WorkerReport =
-                serde_json::from_slice(&done.output).map_err(|e| TrainerError::Worker {
-                    worker,
-                    reason: format!("unreadable report: {e}"),
-                })?;
             let cold = done.start == StartKind::Cold;
             let sample = InvocationSample {
                 workers: self.workers,
@@ -215,9 +195,7 @@ pub async fn run_profile(
             let function = profile_function(m);
             let samples = Arc::new(Mutex::new(Vec::new()));
             let invoker = Arc::new(RecordingInvoker {
-                platform: platform.clone(),
-                function: function.clone(),
-                job: job_id.clone(),
+                platform: PlatformInvoker::new(platform.clone(), function.clone(), job_id.clone()),
                 workers: n,
                 memory_mb: m,
                 samples: samples.clone(),
