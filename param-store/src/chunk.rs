@@ -1,11 +1,76 @@
 //! One chunk of a tensor: its values and a bounded, version-sorted log of recent changes, so that
 //! "what changed since version v" costs what changed rather than the chunk's size.
 
+use cumulus_proto::paramstore::v1 as pb;
+pub(crate) use pb::ValueEncoding;
+
+/// Appends `v` in `enc`; false (nothing appended) when `v` is finite but past the encoding's
+/// range (f16: ±65504), which the caller answers in f32 instead.
+pub(crate) fn put_value(enc: ValueEncoding, v: f32, out: &mut Vec<u8>) -> bool {
+    match enc {
+        ValueEncoding::F32 => out.extend_from_slice(&v.to_le_bytes()),
+        ValueEncoding::F16 => {
+            let h = half::f16::from_f32(v);
+            if v.is_finite() && !h.is_finite() {
+                return false;
+            }
+            out.extend_from_slice(&h.to_le_bytes());
+        }
+    }
+    true
+}
+
+/// Bytes per value in `enc`.
+pub(crate) fn value_width(enc: ValueEncoding) -> usize {
+    match enc {
+        ValueEncoding::F32 => 4,
+        ValueEncoding::F16 => 2,
+    }
+}
+
+/// Appends `values` in `enc`, or in f32 when one of them has no finite `enc` form; returns the
+/// encoding used.
+pub(crate) fn put_values(enc: ValueEncoding, values: &[f32], out: &mut Vec<u8>) -> ValueEncoding {
+    let mark = out.len();
+    out.reserve(value_width(enc) * values.len());
+    if values.iter().all(|&v| put_value(enc, v, out)) {
+        return enc;
+    }
+    out.truncate(mark);
+    extend_le(out, values);
+    ValueEncoding::F32
+}
+
+/// Decodes the values of a pull answer (`what` names them in errors).
+pub(crate) fn decode_values(
+    bytes: &[u8],
+    enc: ValueEncoding,
+    what: &str,
+) -> Result<Vec<f32>, String> {
+    match enc {
+        ValueEncoding::F32 => Ok(words_le(bytes, what)?.map(f32::from_le_bytes).collect()),
+        ValueEncoding::F16 => {
+            if !bytes.len().is_multiple_of(2) {
+                return Err(format!(
+                    "{what}: {} bytes is not a whole number of 2-byte f16 values",
+                    bytes.len()
+                ));
+            }
+            Ok(bytes
+                .chunks_exact(2)
+                .map(|w| half::f16::from_le_bytes([w[0], w[1]]).to_f32())
+                .collect())
+        }
+    }
+}
+
 /// The offsets one push changed in one chunk.
 #[derive(Debug, Clone)]
 pub struct LogBatch {
     /// The push's version.
     pub version: u64,
+    /// The worker that pushed it (pulls may leave out a worker's own changes).
+    pub worker: u32,
     /// Chunk offsets it changed.
     pub offsets: Vec<u32>,
 }
@@ -62,12 +127,16 @@ impl Chunk {
 
     /// Logs the offsets one push changed (at most [`Self::batch_limit`]; more should
     /// [`Self::reset_log`] instead).
-    pub(crate) fn log_batch(&mut self, version: u64, offsets: Vec<u32>) {
+    pub(crate) fn log_batch(&mut self, version: u64, worker: u32, offsets: Vec<u32>) {
         if offsets.is_empty() {
             return;
         }
         self.log_entries += offsets.len();
-        let batch = LogBatch { version, offsets };
+        let batch = LogBatch {
+            version,
+            worker,
+            offsets,
+        };
         if self.log.last().is_none_or(|b| b.version <= version) {
             self.log.push(batch);
         } else {
@@ -103,42 +172,66 @@ impl Chunk {
         self.log_floor = self.log_floor.max(dropped).max(version);
     }
 
-    /// Entries of `[from, to)` (chunk offsets) changed after `since`, each once and in offset
-    /// order: `offset - from` appended to `offsets` as gap-coded varints (see
-    /// [`decode_offsets`]) and the current value to `values` (little-endian f32). Or the whole
-    /// range as a dense run of values (nothing appended to `offsets`) when `since` is older than
-    /// the log or when the dense run is the smaller answer.
+    /// Entries of `[from, to)` (chunk offsets) changed after `since` — by a push of any worker but
+    /// `except` — each once and in offset order: `offset - from` appended to `offsets` as
+    /// gap-coded varints (see [`decode_offsets`]) and the current value to `values`
+    /// (in `enc`, or f32 when a value has no finite `enc` form: the encoding used is returned).
+    /// Or the whole range as a dense run of values (nothing appended to `offsets`) when `since`
+    /// is older than the log or when the dense run is the smaller answer.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn changed_since(
         &self,
         since: u64,
+        except: Option<u32>,
+        enc: ValueEncoding,
         from: usize,
         to: usize,
         offsets: &mut Vec<u8>,
         values: &mut Vec<u8>,
-    ) {
+    ) -> ValueEncoding {
         let width = to.saturating_sub(from);
+        let dense = self.values.get(from..to).unwrap_or_default();
         if since >= self.log_floor {
             let first = self.log.partition_point(|b| b.version <= since);
             let batches = self.log.get(first..).unwrap_or_default();
-            let (seen, n) = changed_set(batches, from, to);
-            // A sparse entry costs 4 bytes of value and 1–2 of offset, a dense value 4: past two
-            // thirds of the range, the dense run is the smaller answer.
+            let (seen, n) = changed_set(batches, except, from, to);
+            // A sparse entry costs a value and 1–2 bytes of offset, a dense one only the value:
+            // past two thirds of the range, the dense run is the smaller answer.
             if 3 * n <= 2 * width {
-                append_sparse(&seen, n, from, &self.values, offsets, values);
-                return;
+                let (o, v) = (offsets.len(), values.len());
+                if append_sparse(&seen, n, from, &self.values, enc, offsets, values) {
+                    return enc;
+                }
+                offsets.truncate(o);
+                values.truncate(v);
+                append_sparse(
+                    &seen,
+                    n,
+                    from,
+                    &self.values,
+                    ValueEncoding::F32,
+                    offsets,
+                    values,
+                );
+                return ValueEncoding::F32;
             }
         }
-        extend_le(values, self.values.get(from..to).unwrap_or_default());
+        put_values(enc, dense, values)
     }
 }
 
-/// Marks the offsets in `[from, to)` that `batches` changed; returns the bitmap (bit `o - from`)
-/// and how many are set.
-fn changed_set(batches: &[LogBatch], from: usize, to: usize) -> (Vec<u64>, usize) {
+/// Marks the offsets in `[from, to)` that `batches` (but those `except` pushed) changed; returns
+/// the bitmap (bit `o - from`) and how many are set.
+fn changed_set(
+    batches: &[LogBatch],
+    except: Option<u32>,
+    from: usize,
+    to: usize,
+) -> (Vec<u64>, usize) {
     let width = to.saturating_sub(from);
     let mut seen = vec![0u64; width.div_ceil(64)];
     let mut n = 0;
-    for b in batches {
+    for b in batches.iter().filter(|b| Some(b.worker) != except) {
         for &off in &b.offsets {
             let o = off as usize;
             if o < from || o >= to {
@@ -156,17 +249,19 @@ fn changed_set(batches: &[LogBatch], from: usize, to: usize) -> (Vec<u64>, usize
     (seen, n)
 }
 
-/// Appends the entries marked in `seen`, in offset order: gaps as varints, values as f32.
+/// Appends the entries marked in `seen`, in offset order: gaps as varints, values in `enc`.
+/// False when a value has no finite `enc` form (the caller drops what was appended).
 fn append_sparse(
     seen: &[u64],
     n: usize,
     from: usize,
     chunk: &[f32],
+    enc: ValueEncoding,
     offsets: &mut Vec<u8>,
     values: &mut Vec<u8>,
-) {
+) -> bool {
     offsets.reserve(2 * n);
-    values.reserve(4 * n);
+    values.reserve(value_width(enc) * n);
     let mut prev = 0u64;
     for (w, &word) in seen.iter().enumerate() {
         let mut bits = word;
@@ -176,28 +271,52 @@ fn append_sparse(
             let Some(v) = chunk.get(from + rel as usize) else {
                 continue;
             };
+            if !put_value(enc, *v, values) {
+                return false;
+            }
             prost::encoding::encode_varint(rel - prev, offsets);
-            values.extend_from_slice(&v.to_le_bytes());
             prev = rel;
         }
     }
+    true
 }
 
-/// Decodes the offsets of a sparse pull answer: varints, the first the offset itself, each next
-/// the gap from the one before (answers list offsets in increasing order).
-pub(crate) fn decode_offsets(mut bytes: &[u8]) -> Result<Vec<u32>, String> {
+/// Decodes gap-coded varints (`what` names the field in errors): the first the value itself, each
+/// next the gap from the one before — the offsets of a sparse pull answer and the `index_gaps` of a
+/// push, both in increasing order.
+pub(crate) fn decode_offsets(mut bytes: &[u8], what: &str) -> Result<Vec<u32>, String> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut at = 0u64;
     while !bytes.is_empty() {
         let gap = prost::encoding::decode_varint(&mut bytes)
-            .map_err(|e| format!("offsets: bad varint after {} entries: {e}", out.len()))?;
+            .map_err(|e| format!("{what}: bad varint after {} entries: {e}", out.len()))?;
         at = at
             .checked_add(gap)
             .filter(|&o| o <= u64::from(u32::MAX))
-            .ok_or_else(|| format!("offsets: entry {} is past 2^32", out.len()))?;
+            .ok_or_else(|| format!("{what}: entry {} is past 2^32", out.len()))?;
         out.push(at as u32);
     }
     Ok(out)
+}
+
+/// Appends non-decreasing values as gap-coded varints (what [`decode_offsets`] reads).
+pub(crate) fn encode_gaps(values: impl IntoIterator<Item = u32>, out: &mut Vec<u8>) {
+    let mut prev = 0u32;
+    for v in values {
+        prost::encoding::encode_varint(u64::from(v.wrapping_sub(prev)), out);
+        prev = v;
+    }
+}
+
+/// The indices of a sparse push, from whichever of its two encodings it carries.
+pub(crate) fn decode_indices(u: &pb::TensorUpdate) -> Result<Vec<u32>, String> {
+    match (u.indices.is_empty(), u.index_gaps.is_empty()) {
+        (_, true) => Ok(words_le(&u.indices, "indices")?
+            .map(u32::from_le_bytes)
+            .collect()),
+        (true, false) => decode_offsets(&u.index_gaps, "index_gaps"),
+        (false, false) => Err("both indices and index_gaps are set; send one".to_owned()),
+    }
 }
 
 /// Appends f32 values as little-endian bytes.
@@ -228,11 +347,13 @@ mod tests {
 
     fn changed(chunk: &Chunk, since: u64) -> Option<Vec<u32>> {
         let (mut offsets, mut values) = (Vec::new(), Vec::new());
-        chunk.changed_since(since, 0, chunk.values.len(), &mut offsets, &mut values);
+        let len = chunk.values.len();
+        let enc = ValueEncoding::F32;
+        chunk.changed_since(since, None, enc, 0, len, &mut offsets, &mut values);
         if offsets.is_empty() && !values.is_empty() {
             return None; // dense fallback
         }
-        let got = decode_offsets(&offsets).unwrap();
+        let got = decode_offsets(&offsets, "offsets").unwrap();
         assert!(got.windows(2).all(|w| w[0] < w[1]), "in increasing order");
         Some(got)
     }
@@ -251,7 +372,7 @@ mod tests {
             for &o in &offsets {
                 last[o as usize] = last[o as usize].max(v);
             }
-            chunk.log_batch(v, offsets);
+            chunk.log_batch(v, 0, offsets);
             assert!(chunk.log_entries <= chunk.log_limit());
             assert_eq!(
                 chunk.log_entries,

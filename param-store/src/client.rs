@@ -23,7 +23,7 @@ use pb::param_store_client::ParamStoreClient as Raw;
 use prost::Message;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::chunk::{decode_offsets, words_le};
+use crate::chunk::{decode_offsets, decode_values};
 use crate::error::{Result, StoreError};
 use crate::layout::{JobLayout, chunk_owner};
 use crate::routing::{Routing, split_push};
@@ -65,21 +65,76 @@ pub struct SparseUpdate {
     pub dense_start: Option<u64>,
 }
 
-/// The wire form: little-endian u32 indices and f32 values. An index past `u32::MAX` becomes
-/// `u32::MAX`, which no tensor holds, so the shard refuses it as out of range.
+impl SparseUpdate {
+    /// Whether the indices go gap-coded: they are in non-decreasing order (as a filter's output
+    /// is) and each fits a `u32`.
+    fn gap_coded(&self) -> bool {
+        self.indices.windows(2).all(|w| w[0] <= w[1])
+            && self
+                .indices
+                .last()
+                .is_none_or(|&i| i <= u64::from(u32::MAX))
+    }
+
+    /// Whether the values go as f16: every one of them is exactly an f16 (never a loss).
+    fn half_exact(&self) -> bool {
+        self.values
+            .iter()
+            .all(|&v| half::f16::from_f32(v).to_f32() == v)
+    }
+
+    /// Payload bytes this update takes on the wire: its indices (gap-coded varints when sorted,
+    /// else 4 bytes each) and its values (2 bytes each when all are exactly f16, else 4);
+    /// protobuf framing excluded.
+    pub fn wire_bytes(&self) -> u64 {
+        let width = if self.half_exact() { 2 } else { 4 };
+        let values = width * self.values.len() as u64;
+        if !self.gap_coded() {
+            return values + 4 * self.indices.len() as u64;
+        }
+        let mut prev = 0;
+        let gaps: usize = self
+            .indices
+            .iter()
+            .map(|&i| {
+                let n = prost::encoding::encoded_len_varint(i - prev);
+                prev = i;
+                n
+            })
+            .sum();
+        values + gaps as u64
+    }
+}
+
+/// The wire form: indices gap-coded (sorted updates) or as little-endian u32 (others), values as
+/// little-endian f16 when that loses nothing, else f32. An index past `u32::MAX` becomes `u32::MAX`, which no tensor holds, so the
+/// shard refuses it as out of range.
 impl From<SparseUpdate> for pb::TensorUpdate {
     fn from(u: SparseUpdate) -> Self {
-        let mut indices = Vec::with_capacity(4 * u.indices.len());
-        for &i in &u.indices {
-            indices.extend_from_slice(&u32::try_from(i).unwrap_or(u32::MAX).to_le_bytes());
+        let (mut indices, mut index_gaps) = (Vec::new(), Vec::new());
+        if u.gap_coded() {
+            index_gaps.reserve(2 * u.indices.len());
+            crate::chunk::encode_gaps(u.indices.iter().map(|&i| i as u32), &mut index_gaps);
+        } else {
+            indices.reserve(4 * u.indices.len());
+            for &i in &u.indices {
+                indices.extend_from_slice(&u32::try_from(i).unwrap_or(u32::MAX).to_le_bytes());
+            }
         }
         let mut values = Vec::new();
-        crate::chunk::extend_le(&mut values, &u.values);
+        let encoding = if u.half_exact() {
+            pb::ValueEncoding::F16
+        } else {
+            pb::ValueEncoding::F32
+        };
+        let encoding = crate::chunk::put_values(encoding, &u.values, &mut values);
         pb::TensorUpdate {
             tensor: u.tensor,
             indices: indices.into(),
+            index_gaps: index_gaps.into(),
             values: values.into(),
             dense_start: u.dense_start,
+            encoding: encoding.into(),
         }
     }
 }
@@ -120,6 +175,20 @@ pub struct ChangedTensor {
 
 /// The version of each shard a caller is up to date with (see [`ParamStoreClient::pull_changed`]).
 pub type Versions = Vec<u64>;
+
+/// How [`ParamStoreClient::pull_changed_with`] pulls.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChangedOptions {
+    /// Wait until the job's synchronization mode lets this worker run this clock.
+    pub at: Option<PullClock>,
+    /// Leave out the entries that only this worker's own pushes changed: what a worker whose
+    /// replica is "the store's values plus its own changes" holds already. Entries another push
+    /// changed too come back with their current values.
+    pub except_worker: Option<u32>,
+    /// Values as f16 (2 bytes instead of 4; the store keeps and sums f32). Chunks holding a value
+    /// past f16's range come back as f32.
+    pub half: bool,
+}
 
 /// Clock to wait for in a pull: the puller and the clock it pulls for.
 #[derive(Debug, Clone, Copy)]
@@ -395,6 +464,8 @@ impl ParamStoreClient {
             worker: at.map(|a| a.worker),
             clock: at.map(|a| a.clock),
             max_wait_ms: 0,
+            except_worker: None,
+            encoding: pb::ValueEncoding::F32.into(),
         }
     }
 
@@ -472,6 +543,31 @@ impl ParamStoreClient {
         since: &Versions,
         at: Option<PullClock>,
     ) -> Result<(Vec<ChangedTensor>, Versions)> {
+        let options = ChangedOptions {
+            at,
+            ..ChangedOptions::default()
+        };
+        self.pull_changed_with(job, since, options).await
+    }
+
+    /// [`Self::pull_changed`] with the options a training worker uses: leave out what only it
+    /// changed, take values as f16.
+    pub async fn pull_changed_with(
+        &self,
+        job: &str,
+        since: &Versions,
+        options: ChangedOptions,
+    ) -> Result<(Vec<ChangedTensor>, Versions)> {
+        let ChangedOptions {
+            at,
+            except_worker,
+            half,
+        } = options;
+        let encoding = if half {
+            pb::ValueEncoding::F16
+        } else {
+            pb::ValueEncoding::F32
+        };
         if since.len() != self.shards.len() {
             return Err(StoreError::invalid(format!(
                 "{} versions for {} shards",
@@ -486,7 +582,9 @@ impl ParamStoreClient {
                 let job = job.to_owned();
                 async move {
                     let v = since.get(i).copied().unwrap_or(0);
-                    let req = Self::pull_request(&job, Vec::new(), Some(v), at);
+                    let mut req = Self::pull_request(&job, Vec::new(), Some(v), at);
+                    req.except_worker = except_worker;
+                    req.encoding = encoding.into();
                     let mut stream = raw.pull(req).await?.into_inner();
                     let mut out = Vec::new();
                     while let Some(chunk) = stream.message().await? {
@@ -513,16 +611,17 @@ impl ParamStoreClient {
                             tensor: chunk.tensor.clone(),
                             ..Default::default()
                         });
-                let values = words_le(&chunk.values, "pull answer values").map_err(bad_answer)?;
+                let values = chunk_values(&chunk)?;
                 entry.wire_bytes += (chunk.values.len() + chunk.offsets.len()) as u64;
                 let before = entry.values.len();
-                entry.values.extend(values.map(f32::from_le_bytes));
+                entry.values.extend(values);
                 let n = (entry.values.len() - before) as u64;
                 if chunk.offsets.is_empty() {
                     // A dense run: the caller was further behind than the chunk's change log.
                     entry.indices.extend(chunk.start..chunk.start + n);
                 } else {
-                    let offsets = decode_offsets(&chunk.offsets).map_err(bad_answer)?;
+                    let offsets = decode_offsets(&chunk.offsets, "pull answer offsets")
+                        .map_err(bad_answer)?;
                     let base = entry.indices.len();
                     let start = chunk.start;
                     entry
@@ -617,11 +716,17 @@ fn bad_answer(reason: String) -> StoreError {
     StoreError::invalid(format!("malformed answer from a shard: {reason}"))
 }
 
+/// The values of a pull answer's chunk, in the encoding it says it has.
+fn chunk_values(chunk: &pb::PullChunk) -> Result<Vec<f32>> {
+    let enc = pb::ValueEncoding::try_from(chunk.encoding)
+        .map_err(|_| bad_answer(format!("unknown value encoding {}", chunk.encoding)))?;
+    decode_values(&chunk.values, enc, "pull answer values").map_err(bad_answer)
+}
+
 /// Copies a dense pull chunk into `dst` at `off` (values past `dst`'s end are ignored).
 fn copy_dense(chunk: &pb::PullChunk, dst: &mut [f32], off: usize) -> Result<()> {
-    let values = words_le(&chunk.values, "pull answer values").map_err(bad_answer)?;
-    for (d, w) in dst.iter_mut().skip(off).zip(values) {
-        *d = f32::from_le_bytes(w);
+    for (d, v) in dst.iter_mut().skip(off).zip(chunk_values(chunk)?) {
+        *d = v;
     }
     Ok(())
 }

@@ -34,12 +34,12 @@ pub struct Shard {
     config: ShardConfig,
     shutdown: watch::Receiver<bool>,
     last_snapshot: std::sync::Mutex<String>,
-    /// The last changed-since answer: ((job, since, watermark), chunks).
+    /// The last changed-since answer: ((job, since, except worker, encoding, watermark), chunks).
     pull_cache: std::sync::Mutex<Option<PullCacheEntry>>,
 }
 
 type PullCacheEntry = (
-    (String, u64, u64),
+    (String, u64, Option<u32>, pb::ValueEncoding, u64),
     Arc<std::sync::OnceLock<Option<Arc<Vec<pb::PullChunk>>>>>,
 );
 
@@ -216,7 +216,7 @@ impl Shard {
         let chunks = self.pull_cached(&job, req)?;
         let bytes: usize = chunks
             .iter()
-            .map(|c| c.values.len() * 4 + c.offsets.len() * 4)
+            .map(|c| c.values.len() + c.offsets.len())
             .sum();
         metrics::counter!(m::PULLS).increment(1);
         metrics::counter!(m::PULL_BYTES).increment(bytes as u64);
@@ -233,10 +233,22 @@ impl Shard {
         job: &crate::state::JobState,
         req: &pb::PullRequest,
     ) -> Result<Vec<pb::PullChunk>> {
+        let except = req.except_worker;
+        if let Some(w) = except {
+            job.clocks.check_worker(w)?;
+        }
+        let enc = pb::ValueEncoding::try_from(req.encoding)
+            .map_err(|_| StoreError::invalid(format!("unknown value encoding {}", req.encoding)))?;
         let Some(since) = req.since_version.filter(|_| req.ranges.is_empty()) else {
-            return job.pull(&req.ranges, req.since_version);
+            return job.pull(&req.ranges, req.since_version, except, enc);
         };
-        let key = (job.layout.job_id.clone(), since, job.watermark());
+        let key = (
+            job.layout.job_id.clone(),
+            since,
+            except,
+            enc,
+            job.watermark(),
+        );
         let cell = {
             let mut cache = self
                 .pull_cache
@@ -252,9 +264,9 @@ impl Shard {
             }
         };
         let mut mine = None;
-        let cached = cell.get_or_init(|| match job.pull(&[], Some(since)) {
+        let cached = cell.get_or_init(|| match job.pull(&[], Some(since), except, enc) {
             // Only an answer whose reported version is the key's watermark may be reused.
-            Ok(chunks) if chunks.iter().all(|c| c.version == key.2) => Some(Arc::new(chunks)),
+            Ok(chunks) if chunks.iter().all(|c| c.version == key.4) => Some(Arc::new(chunks)),
             other => {
                 mine = Some(other);
                 None
@@ -273,7 +285,7 @@ impl Shard {
         drop(cache);
         // Either this caller's answer could not be shared (a push completed meanwhile), or it
         // waited on such an answer and computes its own.
-        mine.unwrap_or_else(|| job.pull(&[], Some(since)))
+        mine.unwrap_or_else(|| job.pull(&[], Some(since), except, enc))
     }
 
     /// Advances a worker's clock (durably) and optionally waits for the synchronization mode.

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use cumulus_proto::paramstore::v1 as pb;
 
 pub use crate::chunk::Chunk;
-use crate::chunk::words_le;
+use crate::chunk::{ValueEncoding, decode_indices, decode_values, put_values};
 use crate::clock::ClockTable;
 use crate::error::{Result, StoreError};
 use crate::init::fill_initial;
@@ -98,11 +98,12 @@ pub struct ValidUpdate {
 /// A push checked against the layout, ready to apply.
 #[derive(Debug)]
 pub struct ValidPush {
+    worker: u32,
     updates: Vec<ValidUpdate>,
 }
 
 /// Adds one run of a sparse push (indices all inside `chunk`) and logs the changes.
-fn add_run(chunk: &mut Chunk, indices: &[u32], values: &[f32], version: u64) {
+fn add_run(chunk: &mut Chunk, indices: &[u32], values: &[f32], version: u64, worker: u32) {
     let base = chunk.start;
     // A run touching much of the chunk replaces its log instead of flooding it.
     let logged = indices.len() <= chunk.batch_limit();
@@ -117,7 +118,7 @@ fn add_run(chunk: &mut Chunk, indices: &[u32], values: &[f32], version: u64) {
         }
     }
     if logged {
-        chunk.log_batch(version, offsets);
+        chunk.log_batch(version, worker, offsets);
     } else {
         chunk.reset_log(version);
     }
@@ -219,6 +220,7 @@ impl JobState {
         let job = &self.layout.job_id;
         let cs = u64::from(self.layout.chunk_size);
         let mut out = ValidPush {
+            worker: req.worker,
             updates: Vec::with_capacity(req.updates.len()),
         };
         for u in &req.updates {
@@ -228,14 +230,10 @@ impl JobState {
             let malformed = |reason: String| {
                 StoreError::invalid(format!("job '{job}' tensor '{name}': {reason}"))
             };
-            let values: Vec<f32> = words_le(&u.values, "values")
-                .map_err(malformed)?
-                .map(f32::from_le_bytes)
-                .collect();
-            let indices: Vec<u32> = words_le(&u.indices, "indices")
-                .map_err(malformed)?
-                .map(u32::from_le_bytes)
-                .collect();
+            let enc = ValueEncoding::try_from(u.encoding)
+                .map_err(|_| malformed(format!("unknown value encoding {}", u.encoding)))?;
+            let values = decode_values(&u.values, enc, "values").map_err(malformed)?;
+            let indices = decode_indices(u).map_err(malformed)?;
             if !allow_non_finite && let Some(i) = values.iter().position(|v| !v.is_finite()) {
                 return Err(StoreError::invalid(format!(
                     "job '{job}' tensor '{name}': value #{i} is {} (NaN and infinite values are refused)",
@@ -317,7 +315,7 @@ impl JobState {
         for u in &push.updates {
             let t = u.tensor;
             if let Some(start) = u.dense_start {
-                self.apply_dense(t, start, &u.values, version);
+                self.apply_dense(t, start, &u.values, version, push.worker);
                 continue;
             }
             // Runs of indices in the same chunk share one lock acquisition.
@@ -341,7 +339,7 @@ impl JobState {
                 {
                     let mut sub = lock(sub);
                     if let Some(chunk) = sub.chunks.get_mut(pos) {
-                        add_run(chunk, idx, vals, version);
+                        add_run(chunk, idx, vals, version, push.worker);
                     }
                 }
                 i = j;
@@ -352,7 +350,7 @@ impl JobState {
         version
     }
 
-    fn apply_dense(&self, t: usize, start: u64, values: &[f32], version: u64) {
+    fn apply_dense(&self, t: usize, start: u64, values: &[f32], version: u64, worker: u32) {
         self.for_each_owned_run(t, start, values, |chunk, from, dst_src| {
             let (dst, src) = dst_src;
             for (d, s) in dst.iter_mut().zip(src) {
@@ -362,7 +360,7 @@ impl JobState {
             if to - from > chunk.batch_limit() {
                 chunk.reset_log(version);
             } else {
-                chunk.log_batch(version, (from as u32..to as u32).collect());
+                chunk.log_batch(version, worker, (from as u32..to as u32).collect());
             }
         });
     }
@@ -404,11 +402,14 @@ impl JobState {
     }
 
     /// Values of the owned chunks that intersect `ranges` (all tensors when empty): dense, or only
-    /// the entries changed after `since`.
+    /// the entries changed after `since` (by pushes of workers other than `except`); values in
+    /// `enc` where they fit it.
     pub fn pull(
         &self,
         ranges: &[pb::TensorRange],
         since: Option<u64>,
+        except: Option<u32>,
+        enc: ValueEncoding,
     ) -> Result<Vec<pb::PullChunk>> {
         let mut wanted = Vec::new();
         if ranges.is_empty() {
@@ -455,13 +456,16 @@ impl JobState {
                 let from = (lo - chunk.start) as usize;
                 let to = (hi - chunk.start) as usize;
                 let (mut offsets, mut values) = (Vec::new(), Vec::new());
-                match since {
-                    None => crate::chunk::extend_le(
-                        &mut values,
+                let used = match since {
+                    None => put_values(
+                        enc,
                         chunk.values.get(from..to).unwrap_or_default(),
+                        &mut values,
                     ),
-                    Some(since) => chunk.changed_since(since, from, to, &mut offsets, &mut values),
-                }
+                    Some(since) => {
+                        chunk.changed_since(since, except, enc, from, to, &mut offsets, &mut values)
+                    }
+                };
                 drop(sub);
                 if since.is_none() || !values.is_empty() {
                     out.push(pb::PullChunk {
@@ -470,6 +474,7 @@ impl JobState {
                         version,
                         offsets: offsets.into(),
                         values: values.into(),
+                        encoding: used.into(),
                     });
                 }
                 c += 1;
@@ -612,13 +617,14 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     /// Pulls "since v" answered from the change log (with compactions and dense resets) equal a
-    /// brute-force scan of each entry's last change.
+    /// brute-force scan of each entry's last change — by anyone, or by anyone but one worker.
     #[test]
     fn changed_since_matches_brute_force() {
-        let layout = JobLayout::new("j", vec![("w".into(), vec![1000])], "asp", 1, 100).unwrap();
+        let layout = JobLayout::new("j", vec![("w".into(), vec![1000])], "asp", 3, 100).unwrap();
         let job = JobState::new(layout, &[], 0, 1, 4, 0).unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let mut last_change = vec![0u64; 1000];
+        // Per entry, the version of each worker's last change.
+        let mut last_change = vec![[0u64; 3]; 1000];
         let mut versions = vec![0u64];
         for seq in 0..300u64 {
             let update = if seq % 50 == 49 {
@@ -631,48 +637,61 @@ mod tests {
                 idx.sort_unstable();
                 crate::client::sparse("w", idx.clone(), vec![1.0; idx.len()])
             };
+            let worker = (seq % 3) as u32;
             let req = pb::PushRequest {
                 job_id: "j".into(),
-                worker: 0,
+                worker,
                 clock: 0,
                 seq,
                 updates: vec![update.clone().into()],
             };
             let valid = job.validate_push(&req, false).unwrap();
             let v = job.apply_push(&valid);
+            let w = worker as usize;
             match update.dense_start {
-                Some(s) => last_change[s as usize..s as usize + 100].fill(v),
+                Some(s) => last_change[s as usize..s as usize + 100]
+                    .iter_mut()
+                    .for_each(|l| l[w] = v),
                 None => update
                     .indices
                     .iter()
-                    .for_each(|&i| last_change[i as usize] = v),
+                    .for_each(|&i| last_change[i as usize][w] = v),
             }
             versions.push(v);
         }
         for &since in versions.iter().step_by(7) {
-            let mut got: Vec<u64> = Vec::new();
-            for c in job.pull(&[], Some(since)).unwrap() {
-                if c.offsets.is_empty() {
-                    got.extend(c.start..c.start + c.values.len() as u64 / 4);
-                } else {
-                    let offsets = crate::chunk::decode_offsets(&c.offsets).unwrap();
-                    got.extend(offsets.into_iter().map(|o| c.start + u64::from(o)));
+            for except in [None, Some(0u32)] {
+                let mut got: Vec<u64> = Vec::new();
+                for c in job
+                    .pull(&[], Some(since), except, ValueEncoding::F32)
+                    .unwrap()
+                {
+                    if c.offsets.is_empty() {
+                        got.extend(c.start..c.start + c.values.len() as u64 / 4);
+                    } else {
+                        let offsets = crate::chunk::decode_offsets(&c.offsets, "o").unwrap();
+                        got.extend(offsets.into_iter().map(|o| c.start + u64::from(o)));
+                    }
                 }
-            }
-            got.sort_unstable();
-            got.dedup();
-            let want: Vec<u64> = (0..1000)
-                .filter(|&i| last_change[i as usize] > since)
-                .collect();
-            assert!(
-                want.iter().all(|i| got.binary_search(i).is_ok()),
-                "since {since}: entries missing"
-            );
-            if since + 3 >= *versions.last().unwrap() {
-                assert_eq!(
-                    got, want,
-                    "a recent since is answered exactly, from the log"
+                got.sort_unstable();
+                got.dedup();
+                let want: Vec<u64> = (0..1000)
+                    .filter(|&i| {
+                        (0..3u32)
+                            .filter(|&w| Some(w) != except)
+                            .any(|w| last_change[i as usize][w as usize] > since)
+                    })
+                    .collect();
+                assert!(
+                    want.iter().all(|i| got.binary_search(i).is_ok()),
+                    "since {since} except {except:?}: entries missing"
                 );
+                if since + 3 >= *versions.last().unwrap() {
+                    assert_eq!(
+                        got, want,
+                        "a recent since is answered exactly, from the log (except {except:?})"
+                    );
+                }
             }
         }
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cumulus_param_store::client::{
-    ClientConfig, ParamStoreClient, PullClock, SparseUpdate, dense, sparse,
+    ChangedOptions, ClientConfig, ParamStoreClient, PullClock, SparseUpdate, dense, sparse,
 };
 use cumulus_param_store::{ShardConfig, ShardHandle, run};
 use cumulus_proto::paramstore::v1 as pb;
@@ -91,7 +91,11 @@ async fn concurrent_sparse_pushes_sum_exactly() {
                 let mut updates = Vec::new();
                 for (name, len) in [("emb", 20_000u64), ("bias", 7)] {
                     let n = rng.random_range(1..200usize);
-                    let idx: Vec<u64> = (0..n).map(|_| rng.random_range(0..len)).collect();
+                    let mut idx: Vec<u64> = (0..n).map(|_| rng.random_range(0..len)).collect();
+                    if worker % 2 == 0 {
+                        // Sorted indices (repeats included) travel gap-coded, the others raw.
+                        idx.sort_unstable();
+                    }
                     // Multiples of 1/8 in a small range sum exactly in f32.
                     let vals: Vec<f32> = (0..n)
                         .map(|_| rng.random_range(-16i32..16) as f32 / 8.0)
@@ -143,7 +147,7 @@ async fn concurrent_sparse_pushes_sum_exactly() {
         )
         .await
         .unwrap();
-    let (delta, _) = client.pull_changed("sum", &since, None).await.unwrap();
+    let (delta, since2) = client.pull_changed("sum", &since, None).await.unwrap();
     assert_eq!(delta.len(), 1);
     let mut idx = delta[0].indices.clone();
     idx.sort();
@@ -151,6 +155,64 @@ async fn concurrent_sparse_pushes_sum_exactly() {
     // Two entries sent sparse, each alone in its chunk (of 1,000): a 4-byte value each, and the
     // offsets 5 and 999 as varints of 1 and 2 bytes.
     assert_eq!(delta[0].wire_bytes, 2 * 4 + 1 + 2);
+    // What worker 0 lacks: entries another worker changed too, not those only it changed.
+    for (worker, seq, idx) in [(0u32, 100u64, vec![5u64, 8]), (1, 100, vec![5, 7])] {
+        let vals = vec![1.0; idx.len()];
+        client
+            .push("sum", worker, seq, seq, vec![sparse("emb", idx, vals)])
+            .await
+            .unwrap();
+    }
+    let except_0 = ChangedOptions {
+        except_worker: Some(0),
+        ..Default::default()
+    };
+    let (others, since3) = client
+        .pull_changed_with("sum", &since2, except_0)
+        .await
+        .unwrap();
+    let mut idx = others[0].indices.clone();
+    idx.sort();
+    assert_eq!(idx, vec![5, 7], "entry 8 changed only by worker 0");
+    let now = client.pull_all("sum", None).await.unwrap();
+    for (i, v) in others[0].indices.iter().zip(&others[0].values) {
+        assert_eq!(*v, now["emb"][*i as usize], "current values");
+    }
+    // f16 values: chunk 0 (of 1,000 entries) now holds a value past f16's range and comes back
+    // in f32, exactly; chunk 1 comes back in f16.
+    client
+        .push(
+            "sum",
+            1,
+            101,
+            101,
+            vec![sparse("emb", vec![9, 1500], vec![70_000.0, 0.375])],
+        )
+        .await
+        .unwrap();
+    let half = ChangedOptions {
+        half: true,
+        ..Default::default()
+    };
+    let (h, _) = client
+        .pull_changed_with("sum", &since3, half)
+        .await
+        .unwrap();
+    let now = client.pull_all("sum", None).await.unwrap();
+    let mut got: Vec<(u64, f32)> = h[0]
+        .indices
+        .iter()
+        .copied()
+        .zip(h[0].values.clone())
+        .collect();
+    got.sort_by_key(|e| e.0);
+    let round = |v: f32| half::f16::from_f32(v).to_f32();
+    assert_eq!(
+        got,
+        vec![(9, now["emb"][9]), (1500, round(now["emb"][1500]))]
+    );
+    // 4 bytes for the f32 value and 2 for the f16 one, 1 + 2 bytes of offsets (9 and 500).
+    assert_eq!(h[0].wire_bytes, 4 + 2 + 1 + 2);
     stop(shards).await;
 }
 
@@ -357,12 +419,46 @@ async fn bad_input_is_refused_whole_with_a_clear_status() {
                     tensor: "w".into(),
                     indices: vec![1u8, 0, 0].into(),
                     values: 1f32.to_le_bytes().to_vec().into(),
-                    dense_start: None,
+                    ..Default::default()
                 }],
                 ..push(vec![])
             },
             tonic::Code::InvalidArgument,
             "tensor 'w': indices: 3 bytes is not a whole number of 4-byte words",
+        ),
+        (
+            pb::PushRequest {
+                updates: vec![pb::TensorUpdate {
+                    tensor: "w".into(),
+                    // A varint whose continuation bit promises a byte that never comes.
+                    index_gaps: vec![0x81u8].into(),
+                    values: 1f32.to_le_bytes().to_vec().into(),
+                    ..Default::default()
+                }],
+                ..push(vec![])
+            },
+            tonic::Code::InvalidArgument,
+            "tensor 'w': index_gaps: bad varint after 0 entries",
+        ),
+        (
+            pb::PushRequest {
+                updates: vec![pb::TensorUpdate {
+                    tensor: "w".into(),
+                    indices: 1u32.to_le_bytes().to_vec().into(),
+                    index_gaps: vec![1u8].into(),
+                    values: 1f32.to_le_bytes().to_vec().into(),
+                    ..Default::default()
+                }],
+                ..push(vec![])
+            },
+            tonic::Code::InvalidArgument,
+            "tensor 'w': both indices and index_gaps are set",
+        ),
+        (
+            // Gap-coded 60, then +60: index 120 is past the tensor.
+            push(vec![sparse("w", vec![60, 120], vec![1.0, 1.0])]),
+            tonic::Code::InvalidArgument,
+            "tensor 'w': index 120 is out of range",
         ),
         (
             pb::PushRequest {
@@ -373,7 +469,7 @@ async fn bad_input_is_refused_whole_with_a_clear_status() {
             "worker 7 is out of range",
         ),
         (
-            push(vec![sparse("w", vec![3; 12_000], vec![0.5; 12_000])]),
+            push(vec![sparse("w", vec![3; 15_000], vec![0.1; 15_000])]),
             tonic::Code::InvalidArgument,
             "over the limit",
         ),
@@ -422,6 +518,17 @@ async fn bad_input_is_refused_whole_with_a_clear_status() {
         })
         .await;
     assert_eq!(err.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let err = raw
+        .pull(pb::PullRequest {
+            job_id: "bad".into(),
+            since_version: Some(0),
+            except_worker: Some(9),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("worker 9"), "{}", err.message());
     let err = raw
         .register(pb::RegisterRequest {
             sync: "ssp:x".into(),

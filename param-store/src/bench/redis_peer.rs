@@ -13,7 +13,7 @@ use redis::AsyncCommands;
 use super::driver::{ExchangeWorker, drive};
 use super::workload::encode;
 use super::{BenchOptions, BenchRow};
-use crate::chunk::words_le;
+use crate::chunk::{decode_indices, decode_values};
 use crate::client::SparseUpdate;
 use crate::error::{Result, StoreError};
 
@@ -113,11 +113,13 @@ impl ExchangeWorker for RedisWorker {
             let update = pb::TensorUpdate::decode(bytes.as_slice())
                 .map_err(|e| StoreError::invalid(format!("redis payload: {e}")))?;
             let bad = |e: String| StoreError::invalid(format!("redis payload: {e}"));
-            let indices = words_le(&update.indices, "indices").map_err(bad)?;
-            let values = words_le(&update.values, "values").map_err(bad)?;
-            for (i, v) in indices.zip(values) {
-                if let Some(x) = self.replica.get_mut(u32::from_le_bytes(i) as usize) {
-                    *x += f32::from_le_bytes(v);
+            let indices = decode_indices(&update).map_err(bad)?;
+            let enc = pb::ValueEncoding::try_from(update.encoding)
+                .map_err(|_| bad(format!("unknown value encoding {}", update.encoding)))?;
+            let values = decode_values(&update.values, enc, "values").map_err(bad)?;
+            for (i, v) in indices.into_iter().zip(values) {
+                if let Some(x) = self.replica.get_mut(i as usize) {
+                    *x += v;
                 }
             }
         }

@@ -4,7 +4,7 @@
 use cumulus_proto::paramstore::v1 as pb;
 
 use super::driver::{ExchangeWorker, drive};
-use super::workload::{TENSOR, payload_bytes};
+use super::workload::TENSOR;
 use super::{BenchOptions, BenchRow};
 use crate::client::{ClientConfig, ParamStoreClient, SparseUpdate, Versions};
 use crate::config::ShardConfig;
@@ -22,7 +22,7 @@ struct StoreWorker {
 
 impl ExchangeWorker for StoreWorker {
     async fn push(&mut self, round: usize, update: SparseUpdate) -> Result<u64> {
-        let bytes = payload_bytes(update.values.len());
+        let bytes = update.wire_bytes();
         let seq = round as u64 + 1;
         self.client
             .push(JOB, self.id, round as u64, seq, vec![update])
@@ -35,7 +35,7 @@ impl ExchangeWorker for StoreWorker {
         self.since = next;
         let mut bytes = 0;
         for t in changed {
-            bytes += payload_bytes(t.values.len());
+            bytes += t.wire_bytes;
             for (i, v) in t.indices.iter().zip(&t.values) {
                 if let Some(x) = self.replica.get_mut(*i as usize) {
                     *x = *v;

@@ -37,19 +37,6 @@ pub fn make_update(params: u64, density: f64, worker: usize, round: usize) -> Sp
     }
 }
 
-/// Encoded size of an update of `n` entries in the shared payload encoding (a `TensorUpdate`:
-/// the tensor name, then indices and values as little-endian 4-byte words).
-pub fn payload_bytes(n: usize) -> u64 {
-    let field = |len: usize| {
-        if len == 0 {
-            0
-        } else {
-            1 + prost::encoding::encoded_len_varint(len as u64) + len
-        }
-    };
-    (1 + TENSOR.len() + 2 * field(4 * n)) as u64
-}
-
 /// Encodes an update for Redis.
 pub fn encode(update: SparseUpdate) -> Vec<u8> {
     pb::TensorUpdate::from(update).encode_to_vec()
