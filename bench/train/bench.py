@@ -131,8 +131,9 @@ def calibrate(py, args):
     return target
 
 
-def job_toml(sync, v, target, args):
-    """The example job with this run's sync, v, stop conditions and knobs substituted."""
+def job_toml(sync, v, precision, target, args):
+    """The example job with this run's sync, v, wire precision, stop conditions and knobs
+    substituted."""
     with open(EXAMPLE_JOB, encoding="utf-8") as f:
         text = f.read()
     subs = {
@@ -146,6 +147,7 @@ def job_toml(sync, v, target, args):
         text, n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
         if n != 1:
             sys.exit(f"[bench] {EXAMPLE_JOB}: expected one `{key} = ` line, found {n}")
+    text = re.sub(r"(?m)^(significance = .*)$", rf'\1\nwire_precision = "{precision}"', text)
     text, n = re.subn(r"lr = [0-9.e-]+", f"lr = {args.lr}", text)
     if n != 1:
         sys.exit(f"[bench] {EXAMPLE_JOB}: expected one optimizer lr")
@@ -196,13 +198,13 @@ def target_time(log):
     return None
 
 
-def run_cumulus(binary, sync, v, target, args, isolated):
-    name = f"cumulus-{sync.replace(':', '')}-v{v}"
+def run_cumulus(binary, sync, v, precision, target, args, isolated):
+    name = f"cumulus-{sync.replace(':', '')}-v{v}-{precision}"
     jobs = os.path.join(OUT, "jobs")
     os.makedirs(jobs, exist_ok=True)
     job = os.path.join(jobs, f"{name}.toml")
     with open(job, "w", encoding="utf-8") as f:
-        f.write(job_toml(sync, v, target, args))
+        f.write(job_toml(sync, v, precision, target, args))
     out_dir = os.path.join(OUT, name)
     wall, lo = measured([binary, "train", job, "--out", out_dir], name, args.cores, isolated)
     with open(os.path.join(out_dir, "metrics.json"), encoding="utf-8") as f:
@@ -212,7 +214,8 @@ def run_cumulus(binary, sync, v, target, args, isolated):
             for h in m["history"] if h["metric"] is not None]
     reached = next((h for h in hist if h["test_rmse"] <= target), None)
     return {
-        "system": "cumulus", "sync": sync, "v": v, "reached": reached is not None,
+        "system": "cumulus", "sync": sync, "v": v, "wire_precision": precision,
+        "reached": reached is not None,
         "time_to_target_secs": reached["elapsed_secs"] if reached else None,
         "epochs_to_target": reached["epoch"] if reached else None,
         "app_bytes_to_target": reached["app_bytes"] if reached else None,
@@ -255,10 +258,10 @@ def verdicts(runs):
 
 def table(runs, target):
     rows = [
-        "| system | sync | v | time to target (s) | epochs | final test RMSE | app MB to target "
-        "| app MB total | app MB / epoch | loopback MB to target | loopback MB total "
-        "| app bytes ÷ (PyTorch / this) | loopback ÷ | stop |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| system | sync | v | values on the wire | time to target (s) | epochs | final test RMSE "
+        "| app MB to target | app MB total | app MB / epoch | loopback MB to target "
+        "| loopback MB total | app bytes ÷ (PyTorch / this) | loopback ÷ | stop |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         ratio = r.get("app_bytes_ratio")
@@ -273,7 +276,8 @@ def table(runs, target):
         last = r["history"][-1]
         per_epoch = last["app_bytes"] / max(last["epoch"], 1e-9) / 1e6
         rows.append(
-            f"| {r['system']} | {r['sync']} | {v} | {t} | {epochs} | "
+            f"| {r['system']} | {r['sync']} | {v} | {r.get('wire_precision', 'f32')} | {t} | "
+            f"{epochs} | "
             f"{r['final_test_rmse']:.4f} | {mb(r['app_bytes_to_target'])} | "
             f"{mb(r['app_bytes_total'])} | {per_epoch:.1f} | {mb(r.get('lo_bytes_to_target'))} | "
             f"{mb(r['lo_bytes_total'])} | "
@@ -287,13 +291,15 @@ def plot(runs, target, path):
     import matplotlib.ticker  # noqa: PLC0415
     import matplotlib.pyplot as plt  # noqa: PLC0415
     fig, (ax_t, ax_b) = plt.subplots(1, 2, figsize=(13, 5))
-    colors = {}  # one colour per v; bsp solid, ssp dashed
+    colors = {}  # one colour per v; bsp solid (f16 pulls dash-dot), ssp dashed (f16 dotted)
     for r in runs:
         h = r["history"]
         label = "PyTorch gloo all-reduce" if r["system"] == "pytorch" else \
-            f"Cumulus {r['sync']} v={r['v']}"
+            f"Cumulus {r['sync']} v={r['v']} {r.get('wire_precision', 'f32')}"
         style = dict(color="black", linewidth=2.5) if r["system"] == "pytorch" else \
-            dict(linestyle="-" if r["sync"] == "bsp" else "--", linewidth=1.3,
+            dict(linestyle={("bsp", "f32"): "-", ("bsp", "f16"): "-."}.get(
+                (r["sync"], r.get("wire_precision", "f32")),
+                "--" if r.get("wire_precision", "f32") == "f32" else ":"), linewidth=1.3,
                  color=colors.setdefault(r["v"], f"C{len(colors)}"))
         ax_t.plot([p["elapsed_secs"] for p in h], [p["test_rmse"] for p in h], label=label,
                   **style)
@@ -333,6 +339,8 @@ def main():
     p.add_argument("--max-wall-secs", type=float, default=300)
     p.add_argument("--values", default="0,0.1,0.3,0.7", help="significance thresholds v")
     p.add_argument("--syncs", default="bsp,ssp:2")
+    p.add_argument("--precisions", default="f32,f16",
+                   help="how values travel ([workers] wire_precision)")
     p.add_argument("--results", default=os.path.join(HERE, "results.json"))
     p.add_argument("--replot", action="store_true",
                    help="only rewrite results.md and the plot from the results file")
@@ -357,7 +365,8 @@ def main():
     runs = [run_pytorch(args.python, target, args, isolated)]
     for sync in args.syncs.split(","):
         for v in [float(x) for x in args.values.split(",")]:
-            runs.append(run_cumulus(args.binary, sync, v, target, args, isolated))
+            for precision in args.precisions.split(","):
+                runs.append(run_cumulus(args.binary, sync, v, precision, target, args, isolated))
     best = verdicts(runs)
     base = runs[0]
     summary = {
@@ -368,7 +377,7 @@ def main():
                   "steps_per_invocation": args.steps_per_invocation,
                   "max_epochs": args.max_epochs, "max_wall_secs": args.max_wall_secs},
         "best": None if best is None else {
-            "sync": best["sync"], "v": best["v"],
+            "sync": best["sync"], "v": best["v"], "wire_precision": best["wire_precision"],
             "app_bytes_ratio": best["app_bytes_ratio"], "lo_bytes_ratio": best["lo_bytes_ratio"],
             "time_ratio": best["time_ratio"],
             "bytes_target_met": best["app_bytes_ratio"] >= 10

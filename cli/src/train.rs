@@ -178,7 +178,9 @@ pub(crate) async fn train(
         "{}: {metric} after {:.1} epochs, {} steps, {:.1} s",
         m.job, m.epochs, m.steps, m.wall_secs
     );
-    let dense = m.entries_considered.saturating_mul(8);
+    let dense = m
+        .entries_considered
+        .saturating_mul(cumulus_trainer::filter::DENSE_BYTES_PER_ENTRY);
     println!(
         "pushed {} of {} bytes ({:.1}% filtered), pulled {} bytes, {} invocations ({} cold, {} failed), billed ${:.6}",
         m.bytes_pushed,

@@ -126,6 +126,7 @@ pub async fn run_job(
             steps: job.training.steps_per_invocation,
             lr: base_lr,
             wait_for_clock: job.workers.sync != SyncMode::Asp,
+            half_values: job.workers.wire_precision == crate::job::WirePrecision::F16,
         };
         let driver = Driver {
             template,

@@ -32,8 +32,9 @@
 //! # Ok::<(), cumulus_trainer::filter::FilterError>(())
 //! ```
 
-/// Bytes one sent entry costs on the wire: a `u32` index and an `f32` value.
-pub const BYTES_PER_ENTRY: u64 = 8;
+/// Bytes per entry of pushing a tensor whole (a dense update: one `f32` per entry) — what the
+/// filter's savings are measured against.
+pub const DENSE_BYTES_PER_ENTRY: u64 = 4;
 
 /// Why a filter call was refused. Nothing in the accumulator changes when one is returned.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -99,11 +100,6 @@ impl SparseDelta {
     pub fn is_empty(&self) -> bool {
         self.indices.is_empty()
     }
-
-    /// Payload bytes of this delta (indices and values; framing excluded).
-    pub fn payload_bytes(&self) -> u64 {
-        self.len() as u64 * BYTES_PER_ENTRY
-    }
 }
 
 /// What one filter call looked at and let through, for the per-step report.
@@ -113,12 +109,6 @@ pub struct FilterStats {
     pub considered: u64,
     /// Entries sent.
     pub sent: u64,
-}
-
-impl FilterStats {
-    pub fn bytes(&self) -> u64 {
-        self.sent * BYTES_PER_ENTRY
-    }
 }
 
 impl std::ops::AddAssign for FilterStats {
@@ -196,6 +186,33 @@ impl Accumulator {
         Ok((out, stats))
     }
 
+    /// Rounds `delta` (just taken from this accumulator) to values f16 holds exactly, and keeps
+    /// each rounding error here — error feedback, so pushed + held still equals the sum of the
+    /// local changes, exactly (`v - f16(v)` is exact in f32). Entries that round to 0 stay here
+    /// whole. Leaves everything as it is and returns false when a value is past f16's range.
+    pub fn round_to_f16(&mut self, delta: &mut SparseDelta) -> bool {
+        let rounded: Vec<f32> = delta
+            .values
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_f32())
+            .collect();
+        if rounded.iter().any(|h| !h.is_finite()) {
+            return false;
+        }
+        let mut kept = SparseDelta::default();
+        for ((&i, &v), h) in delta.indices.iter().zip(&delta.values).zip(rounded) {
+            if let Some(a) = self.acc.get_mut(i as usize) {
+                *a += v - h;
+            }
+            if h != 0.0 {
+                kept.indices.push(i);
+                kept.values.push(h);
+            }
+        }
+        *delta = kept;
+        true
+    }
+
     /// Removes and returns every non-zero entry: what a worker pushes before it exits.
     pub fn take_all(&mut self) -> SparseDelta {
         let mut out = SparseDelta::default();
@@ -248,6 +265,7 @@ mod tests {
             len in 1usize..40,
             steps in 1usize..30,
             v in 0.0f32..2.0,
+            half in any::<bool>(),
             seed_changes in proptest::collection::vec(exact_value(), 40 * 30),
             seed_weights in proptest::collection::vec(exact_value(), 40),
         ) {
@@ -262,9 +280,14 @@ mod tests {
                     *e += c;
                 }
                 acc.add(change).unwrap();
-                let (sent, stats) = acc.take_significant(weights, &cfg, t as u64).unwrap();
+                let (mut sent, stats) = acc.take_significant(weights, &cfg, t as u64).unwrap();
                 prop_assert_eq!(stats.considered, len as u64);
                 prop_assert_eq!(stats.sent, sent.len() as u64);
+                if half {
+                    // Pushing f16: what rounding takes off stays held.
+                    prop_assert!(acc.round_to_f16(&mut sent));
+                    prop_assert!(sent.values.iter().all(|&x| half::f16::from_f32(x).to_f32() == x));
+                }
                 prop_assert!(sent.indices.windows(2).all(|w| w[0] < w[1]));
                 scatter_add(&mut pushed, &sent);
             }
@@ -372,7 +395,7 @@ mod tests {
     }
 
     #[test]
-    fn stats_count_bytes_per_entry() {
+    fn stats_add_up() {
         let mut total = FilterStats::default();
         total += FilterStats {
             considered: 10,
@@ -389,6 +412,5 @@ mod tests {
                 sent: 4
             }
         );
-        assert_eq!(total.bytes(), 32);
     }
 }

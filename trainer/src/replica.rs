@@ -56,6 +56,8 @@ pub struct Replica {
     tracked: Vec<Tracked>,
     /// Local steps taken: the `t` of the filter's threshold `v / sqrt(t + 1)`.
     steps: u64,
+    /// Round significant entries to f16 (the rounding error stays held).
+    half_pushes: bool,
 }
 
 impl std::fmt::Debug for Replica {
@@ -98,6 +100,7 @@ impl Replica {
             filter,
             tracked,
             steps: 0,
+            half_pushes: false,
         })
     }
 
@@ -108,6 +111,12 @@ impl Replica {
     /// Local steps taken so far.
     pub fn steps(&self) -> u64 {
         self.steps
+    }
+
+    /// Whether [`Self::take_significant`] rounds what it hands out to values f16 holds exactly
+    /// (half the bytes on the wire), keeping each rounding error for a later push.
+    pub fn set_half_pushes(&mut self, on: bool) {
+        self.half_pushes = on;
     }
 
     pub fn set_learning_rate(&mut self, lr: f64) {
@@ -155,7 +164,10 @@ impl Replica {
         let mut out = Vec::new();
         for t in &mut self.tracked {
             let weights = flat(&t.var)?;
-            let (delta, s) = t.acc.take_significant(&weights, &self.filter, step)?;
+            let (mut delta, mut s) = t.acc.take_significant(&weights, &self.filter, step)?;
+            if self.half_pushes && t.acc.round_to_f16(&mut delta) {
+                s.sent = delta.len() as u64;
+            }
             stats += s;
             if !delta.is_empty() {
                 out.push(TensorDelta {

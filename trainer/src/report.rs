@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::TrainerError;
 use crate::dataset::Prepared;
 use crate::evaluate::JobMetric;
-use crate::filter::BYTES_PER_ENTRY;
+use crate::filter::DENSE_BYTES_PER_ENTRY;
 use crate::job::JobSpec;
 
 /// Name of the metrics file in the output folder.
@@ -81,12 +81,12 @@ impl JobStatus {
         }
     }
 
-    /// Bytes the filter kept off the network: what sending every entry would have cost, less
-    /// what was sent.
+    /// Bytes the filter kept off the network: what pushing every tensor whole would have cost,
+    /// less what was pushed (0 when the sparse pushes cost more, as with `v = 0`).
     pub fn bytes_filtered(&self) -> u64 {
         self.entries_considered
-            .saturating_sub(self.entries_sent)
-            .saturating_mul(BYTES_PER_ENTRY)
+            .saturating_mul(DENSE_BYTES_PER_ENTRY)
+            .saturating_sub(self.bytes_pushed)
     }
 }
 

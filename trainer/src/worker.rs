@@ -17,7 +17,7 @@ use bytes::Bytes;
 use candle_core::{Device, Tensor};
 use cumulus_models::{Model, ModelConfig};
 use cumulus_param_store::client::{
-    ChangedTensor, ClientConfig, ParamStoreClient, PullClock, sparse,
+    ChangedOptions, ChangedTensor, ClientConfig, ParamStoreClient, PullClock, SparseUpdate, sparse,
 };
 use cumulus_runtime::instance::{FunctionError, FunctionKind, InvokeContext};
 use serde::{Deserialize, Serialize};
@@ -60,6 +60,10 @@ pub struct WorkerTask {
     pub lr: f64,
     /// Whether pulls wait for the clock (`bsp`/`ssp`); `asp` never waits.
     pub wait_for_clock: bool,
+    /// Whether values travel as f16 (`[workers] wire_precision = "f16"`): each step's pull, and
+    /// each step's push (rounded, the rounding error held for later; the final drain is f32).
+    #[serde(default)]
+    pub half_values: bool,
 }
 
 /// One local step, as reported.
@@ -70,7 +74,7 @@ pub struct StepStats {
     pub considered: u64,
     /// Entries pushed.
     pub sent: u64,
-    /// Payload bytes pushed (index + value per entry).
+    /// Payload bytes pushed, as on the wire (gap-coded indices and f32 values).
     pub bytes: u64,
     pub step_secs: f64,
 }
@@ -88,14 +92,15 @@ pub struct WorkerReport {
     pub drained: u64,
     pub drained_bytes: u64,
     /// Payload bytes pulled as they were on the wire (the full pull at the start, then the
-    /// changed entries of every step): 4 per value, plus 4 per offset of entries sent sparse.
+    /// entries others changed at every step): 4 per value, plus the gap-coded offsets of the
+    /// entries sent sparse.
     #[serde(default)]
     pub pulled_bytes: u64,
     /// Examples in this worker's partition.
     pub partition_len: u64,
 }
 
-fn to_updates(deltas: Vec<TensorDelta>) -> Vec<cumulus_param_store::client::SparseUpdate> {
+fn to_updates(deltas: Vec<TensorDelta>) -> Vec<SparseUpdate> {
     deltas
         .into_iter()
         .map(|d| {
@@ -118,6 +123,7 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
     let filter = FilterConfig::new(task.significance, FILTER_EPS)?;
     let mut replica = Replica::new(model, &task.training.optimizer, task.training.loss, filter)?;
     replica.set_learning_rate(task.lr);
+    replica.set_half_pushes(task.half_values);
 
     let at = |clock| {
         task.wait_for_clock.then_some(PullClock {
@@ -164,8 +170,14 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
         if report.steps.is_empty() {
             // pull_all above already waited for this clock.
         } else {
+            // The replica already holds what only this worker changed (w = store + held).
+            let options = ChangedOptions {
+                at: at(report.clock),
+                except_worker: Some(task.worker),
+                half: task.half_values,
+            };
             let (changed, v) = client
-                .pull_changed(&task.job_id, &versions, at(report.clock))
+                .pull_changed_with(&task.job_id, &versions, options)
                 .await?;
             versions = v;
             report.pulled_bytes += changed_bytes(&changed);
@@ -177,7 +189,7 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
         let idx = Tensor::from_vec(rows, batch, &Device::Cpu)?;
         let loss = replica.train_step(&x.index_select(&idx, 0)?, &y.index_select(&idx, 0)?)?;
         let (deltas, stats) = replica.take_significant()?;
-        push(&client, &task, &mut report, deltas).await?;
+        let pushed = push(&client, &task, &mut report, deltas).await?;
         report.clock += 1;
         client
             .clock(&task.job_id, task.worker, report.clock, false)
@@ -189,15 +201,14 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
             loss,
             considered: stats.considered,
             sent: stats.sent,
-            bytes: stats.bytes(),
+            bytes: pushed,
             step_secs: took.as_secs_f64(),
         });
     }
     let rest = replica.take_all();
     if !rest.is_empty() {
         report.drained = rest.iter().map(|d| d.delta.len() as u64).sum();
-        report.drained_bytes = rest.iter().map(|d| d.delta.payload_bytes()).sum();
-        push(&client, &task, &mut report, rest).await?;
+        report.drained_bytes = push(&client, &task, &mut report, rest).await?;
     }
     tracing::debug!(
         worker = task.worker,
@@ -208,33 +219,30 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
     Ok(report)
 }
 
-/// Payload bytes of a pull of changed entries, as they were on the wire (4 per f32 value, plus 4
-/// per offset of the entries sent sparse).
+/// Payload bytes of a pull of changed entries, as they were on the wire (4 per f32 value, plus
+/// the gap-coded offsets of the entries sent sparse).
 fn changed_bytes(changed: &[ChangedTensor]) -> u64 {
     changed.iter().map(|c| c.wire_bytes).sum()
 }
 
-/// Pushes `deltas` (if any) at the report's clock under its next sequence number.
+/// Pushes `deltas` (if any) at the report's clock under its next sequence number; returns the
+/// payload bytes pushed.
 async fn push(
     client: &ParamStoreClient,
     task: &WorkerTask,
     report: &mut WorkerReport,
     deltas: Vec<TensorDelta>,
-) -> Result<(), TrainerError> {
+) -> Result<u64, TrainerError> {
     if deltas.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
+    let updates = to_updates(deltas);
+    let bytes = updates.iter().map(SparseUpdate::wire_bytes).sum();
     client
-        .push(
-            &task.job_id,
-            task.worker,
-            report.clock,
-            report.seq,
-            to_updates(deltas),
-        )
+        .push(&task.job_id, task.worker, report.clock, report.seq, updates)
         .await?;
     report.seq += 1;
-    Ok(())
+    Ok(bytes)
 }
 
 /// Row indices of the minibatch at `cursor` in a partition of `n` examples, wrapping around.

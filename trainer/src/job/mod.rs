@@ -221,6 +221,21 @@ pub struct WorkersSpec {
     /// The significance threshold `v` of the MLLess filter; 0 sends every change.
     #[serde(default)]
     pub significance: f32,
+    /// How values travel between workers and the store: `f32`, or `f16` for half the bytes —
+    /// pulled weights as f16 (ZeRO++'s quantized weights; the store keeps and sums f32) and
+    /// pushed changes rounded to f16 with the rounding error kept in the worker's accumulator
+    /// (error feedback: nothing is lost, only delayed, like the filter itself).
+    #[serde(default)]
+    pub wire_precision: WirePrecision,
+}
+
+/// `[workers] wire_precision`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WirePrecision {
+    #[default]
+    F32,
+    F16,
 }
 
 fn default_memory_mb() -> u32 {

@@ -34,6 +34,7 @@ fn defaults_fill_what_is_left_out() {
     assert_eq!(job.workers.sync, SyncMode::Bsp);
     assert_eq!(job.workers.memory_mb, 1769);
     assert_eq!(job.workers.significance, 0.0);
+    assert_eq!(job.workers.wire_precision, WirePrecision::F32);
     assert_eq!(job.data.test_fraction, 0.2);
     assert_eq!(job.training.lr_schedule, LrSchedule::Constant);
     assert!(!job.autotune.enabled);
@@ -53,8 +54,13 @@ fn unknown_keys_are_refused_with_file_and_key() {
 
 #[test]
 fn bad_values_name_their_key() {
-    let cases: [(&str, &str, &str); 8] = [
+    let cases: [(&str, &str, &str); 9] = [
         ("count = 2", "count = 0", "workers.count"),
+        (
+            "count = 2",
+            "count = 2\nwire_precision = \"f8\"",
+            "unknown variant `f8`, expected `f32` or `f16`",
+        ),
         ("batch_size = 16", "batch_size = 0", "training.batch_size"),
         ("count = 2", "count = 2\nsync = \"ssp:x\"", "ssp"),
         (
