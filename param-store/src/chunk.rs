@@ -194,89 +194,89 @@ impl Chunk {
         if since >= self.log_floor {
             let first = self.log.partition_point(|b| b.version <= since);
             let batches = self.log.get(first..).unwrap_or_default();
-            let (seen, n) = changed_set(batches, except, from, to);
+            let changed = changed_offsets(batches, except, from, to);
             // A sparse entry costs a value and 1–2 bytes of offset, a dense one only the value:
             // past two thirds of the range, the dense run is the smaller answer.
-            if 3 * n <= 2 * width {
+            if 3 * changed.len() <= 2 * width {
                 let (o, v) = (offsets.len(), values.len());
-                if append_sparse(&seen, n, from, &self.values, enc, offsets, values) {
+                if append_sparse(&changed, from, &self.values, enc, offsets, values) {
                     return enc;
                 }
                 offsets.truncate(o);
                 values.truncate(v);
-                append_sparse(
-                    &seen,
-                    n,
-                    from,
-                    &self.values,
-                    ValueEncoding::F32,
-                    offsets,
-                    values,
-                );
-                return ValueEncoding::F32;
+                let f32 = ValueEncoding::F32;
+                append_sparse(&changed, from, &self.values, f32, offsets, values);
+                return f32;
             }
         }
         put_values(enc, dense, values)
     }
 }
 
-/// Marks the offsets in `[from, to)` that `batches` (but those `except` pushed) changed; returns
-/// the bitmap (bit `o - from`) and how many are set.
-fn changed_set(
-    batches: &[LogBatch],
-    except: Option<u32>,
-    from: usize,
-    to: usize,
-) -> (Vec<u64>, usize) {
+/// The offsets in `[from, to)` that `batches` (but those `except` pushed) changed, relative to
+/// `from`, each once, in increasing order. A few are sorted; many are marked in a bitmap over the
+/// range (which costs the range's width however few changed).
+fn changed_offsets(batches: &[LogBatch], except: Option<u32>, from: usize, to: usize) -> Vec<u32> {
     let width = to.saturating_sub(from);
+    let batches = || batches.iter().filter(move |b| Some(b.worker) != except);
+    let relative = move |off: &u32| {
+        let o = *off as usize;
+        (o >= from && o < to).then(|| (o - from) as u32)
+    };
+    let logged: usize = batches().map(|b| b.offsets.len()).sum();
+    if logged <= width / 512 {
+        let mut out: Vec<u32> = batches()
+            .flat_map(|b| b.offsets.iter().filter_map(relative))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        return out;
+    }
     let mut seen = vec![0u64; width.div_ceil(64)];
     let mut n = 0;
-    for b in batches.iter().filter(|b| Some(b.worker) != except) {
-        for &off in &b.offsets {
-            let o = off as usize;
-            if o < from || o >= to {
-                continue;
-            }
-            let (word, bit) = ((o - from) / 64, 1u64 << ((o - from) % 64));
-            if let Some(w) = seen.get_mut(word)
-                && *w & bit == 0
-            {
-                *w |= bit;
-                n += 1;
-            }
+    for rel in batches().flat_map(|b| b.offsets.iter().filter_map(relative)) {
+        let (word, bit) = (rel as usize / 64, 1u64 << (rel % 64));
+        if let Some(w) = seen.get_mut(word)
+            && *w & bit == 0
+        {
+            *w |= bit;
+            n += 1;
         }
     }
-    (seen, n)
+    let mut out = Vec::with_capacity(n);
+    for (w, &word) in seen.iter().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            out.push((w * 64) as u32 + bits.trailing_zeros());
+            bits &= bits - 1;
+        }
+    }
+    out
 }
 
-/// Appends the entries marked in `seen`, in offset order: gaps as varints, values in `enc`.
-/// False when a value has no finite `enc` form (the caller drops what was appended).
+/// Appends the entries at `changed` (offsets relative to `from`, increasing): gaps as varints,
+/// values in `enc`. False when a value has no finite `enc` form (the caller drops what was
+/// appended).
 fn append_sparse(
-    seen: &[u64],
-    n: usize,
+    changed: &[u32],
     from: usize,
     chunk: &[f32],
     enc: ValueEncoding,
     offsets: &mut Vec<u8>,
     values: &mut Vec<u8>,
 ) -> bool {
-    offsets.reserve(2 * n);
-    values.reserve(value_width(enc) * n);
-    let mut prev = 0u64;
-    for (w, &word) in seen.iter().enumerate() {
-        let mut bits = word;
-        while bits != 0 {
-            let rel = (w * 64 + bits.trailing_zeros() as usize) as u64;
-            bits &= bits - 1;
-            let Some(v) = chunk.get(from + rel as usize) else {
-                continue;
-            };
-            if !put_value(enc, *v, values) {
-                return false;
-            }
-            prost::encoding::encode_varint(rel - prev, offsets);
-            prev = rel;
+    offsets.reserve(2 * changed.len());
+    values.reserve(value_width(enc) * changed.len());
+    let mut prev = 0u32;
+    for &rel in changed {
+        let Some(v) = chunk.get(from + rel as usize) else {
+            continue;
+        };
+        if !put_value(enc, *v, values) {
+            return false;
         }
+        prost::encoding::encode_varint(u64::from(rel - prev), offsets);
+        prev = rel;
     }
     true
 }
@@ -356,6 +356,25 @@ mod tests {
         let got = decode_offsets(&offsets, "offsets").unwrap();
         assert!(got.windows(2).all(|w| w[0] < w[1]), "in increasing order");
         Some(got)
+    }
+
+    #[test]
+    fn few_changes_are_sorted_many_are_marked_and_both_answer_the_same() {
+        // 8192 values: up to 16 logged offsets are sorted, more go through the bitmap.
+        let mut chunk = Chunk::new(0, 0, 0, vec![0.0; 8192], 0);
+        let mut last = vec![0u64; 8192];
+        for v in 1..=12u64 {
+            // Three offsets per push, one of them repeating an earlier push's.
+            let offsets = vec![(v * 977 % 8192) as u32, 5, (v * 31) as u32];
+            for &o in &offsets {
+                last[o as usize] = v;
+            }
+            chunk.log_batch(v, (v % 2) as u32, offsets);
+        }
+        for since in 0..=12 {
+            let want: Vec<u32> = (0..8192u32).filter(|&o| last[o as usize] > since).collect();
+            assert_eq!(changed(&chunk, since), Some(want), "since {since}");
+        }
     }
 
     #[test]

@@ -11,10 +11,11 @@ use rand::{Rng, SeedableRng};
 /// Name of the single tensor holding the benchmark model.
 pub const TENSOR: &str = "model";
 
-/// One worker's update of one round: sorted distinct indices, values in multiples of 1/8.
+/// One worker's update of one round: sorted distinct indices, values uniform in [-1, 1) with full
+/// f32 precision, as gradients are (values that happen to be exact f16 would travel in 2 bytes).
 pub fn make_update(params: u64, density: f64, worker: usize, round: usize) -> SparseUpdate {
     let mut rng = rand::rngs::StdRng::seed_from_u64(((worker as u64) << 32) ^ round as u64);
-    let value = |rng: &mut rand::rngs::StdRng| f32::from(rng.random_range(1i8..16)) / 8.0;
+    let value = |rng: &mut rand::rngs::StdRng| rng.random_range(-1.0f32..1.0);
     if density >= 1.0 {
         let values = (0..params).map(|_| value(&mut rng)).collect();
         return SparseUpdate {
