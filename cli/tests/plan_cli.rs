@@ -3,56 +3,16 @@
 //! exits. Wall-clock values are never asserted on: only the plan's shape and its consistency.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
 
-/// Every process this test starts ends within this, or is killed and the test fails.
-const LIMIT: Duration = Duration::from_secs(300);
+mod common;
 
 fn digits_job() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/jobs/digits-mlp.toml")
 }
 
 fn cumulus(args: &[&str]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cumulus"));
-    command.env_remove("RUST_LOG").args(args);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("CUMULUS_") {
-            command.env_remove(key);
-        }
-    }
-    let child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the cumulus binary starts");
-    wait_bounded(child)
-}
-
-fn wait_bounded(mut child: Child) -> Output {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        if child
-            .try_wait()
-            .expect("the child can be waited for")
-            .is_some()
-        {
-            return child
-                .wait_with_output()
-                .expect("the child's output is readable");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child
-                .wait_with_output()
-                .expect("the killed child is reaped");
-            panic!(
-                "cumulus ran past {LIMIT:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::run_bounded(common::cumulus().args(args))
 }
 
 #[test]

@@ -4,60 +4,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
-/// Every process this test starts ends within this, or is killed and the test fails.
-const LIMIT: Duration = Duration::from_secs(300);
+mod common;
+
+use common::{LIMIT, cumulus, run_bounded, wait_bounded};
+
 const TOKEN: &str = "up-cli-test-token";
-
-fn cumulus() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cumulus"));
-    command
-        .env_remove("RUST_LOG")
-        .env_remove("CUMULUS_URL")
-        .env_remove("CUMULUS_TOKEN")
-        .env_remove("CUMULUS_CONFIG")
-        .env_remove("CUMULUS_WORK_DIR");
-    command
-}
-
-/// Waits for `child` at most `LIMIT`; kills it past that.
-fn wait_bounded(mut child: Child) -> Output {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        if child
-            .try_wait()
-            .expect("the child can be waited for")
-            .is_some()
-        {
-            return child
-                .wait_with_output()
-                .expect("the child's output is readable");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child
-                .wait_with_output()
-                .expect("the killed child is reaped");
-            panic!(
-                "a cumulus process ran past {LIMIT:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn run_bounded(command: &mut Command) -> Output {
-    let child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the cumulus binary starts");
-    wait_bounded(child)
-}
 
 /// Kills `up` if the test fails before it stops it.
 struct Up(Option<Child>);

@@ -13,35 +13,16 @@ use cumulus_trainer::job::JobSpec;
 use cumulus_trainer::report::{JobState, JobStatus, METRICS_FILE, Metrics};
 use tokio::sync::watch;
 
+mod common;
+
 fn digits_job(sync: &str, v: f32, out: &std::path::Path) -> JobSpec {
-    let text = format!(
-        r#"
-        name = "digits-{tag}"
-        seed = 1
-        output = "{out}"
-        [model]
-        arch = "mlp"
-        input_dim = 64
-        hidden = [64]
-        n_outputs = 10
-        [data]
-        source = "builtin:digits"
-        [training]
-        loss = "cross_entropy"
-        batch_size = 32
-        optimizer = {{ kind = "adam", lr = 0.003 }}
-        steps_per_invocation = 20
-        [workers]
-        count = 2
-        sync = "{sync}"
-        significance = {v}
-        [stop]
-        target_accuracy = 0.95
-        max_epochs = 60
-        "#,
-        tag = sync.replace(':', "-"),
-        out = out.display()
+    let head = format!(
+        "name = \"digits-{}\"\noutput = \"{}\"",
+        sync.replace(':', "-"),
+        out.display()
     );
+    let workers = format!("sync = \"{sync}\"\nsignificance = {v}");
+    let text = common::digits_job(&head, &workers, "target_accuracy = 0.95\nmax_epochs = 60");
     JobSpec::from_toml_str("test.toml", &text).expect("the test job is valid")
 }
 

@@ -14,33 +14,16 @@ use futures::StreamExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
+mod common;
+
 /// Every test that runs jobs ends well within this, or fails.
 const TEST_LIMIT: Duration = Duration::from_secs(600);
 
 fn digits_job(target: f64, max_epochs: u32) -> String {
-    format!(
-        r#"
-        name = "digits"
-        seed = 1
-        [model]
-        arch = "mlp"
-        input_dim = 64
-        hidden = [64]
-        n_outputs = 10
-        [data]
-        source = "builtin:digits"
-        [training]
-        loss = "cross_entropy"
-        batch_size = 32
-        optimizer = {{ kind = "adam", lr = 0.003 }}
-        steps_per_invocation = 20
-        [workers]
-        count = 2
-        sync = "bsp"
-        [stop]
-        target_accuracy = {target}
-        max_epochs = {max_epochs}
-        "#
+    common::digits_job(
+        "name = \"digits\"",
+        "sync = \"bsp\"",
+        &format!("target_accuracy = {target}\nmax_epochs = {max_epochs}"),
     )
 }
 
