@@ -9,7 +9,7 @@ use cumulus_param_store::ShardConfig;
 use cumulus_trainer::coordinator::{RunOptions, run_job};
 use cumulus_trainer::evaluate::JobMetric;
 use cumulus_trainer::invoker::InProcessInvoker;
-use cumulus_trainer::job::JobSpec;
+use cumulus_trainer::job::{JobSpec, WirePrecision};
 use cumulus_trainer::report::{JobState, JobStatus, METRICS_FILE, Metrics};
 use tokio::sync::watch;
 
@@ -27,12 +27,21 @@ fn digits_job(sync: &str, v: f32, out: &std::path::Path) -> JobSpec {
 }
 
 async fn train(sync: &str, v: f32) -> (Metrics, JobStatus, tempfile::TempDir) {
+    train_at(sync, v, WirePrecision::F32).await
+}
+
+async fn train_at(
+    sync: &str,
+    v: f32,
+    precision: WirePrecision,
+) -> (Metrics, JobStatus, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut shard = ShardConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("store"));
     shard.wal_fsync = false;
     let shard = cumulus_param_store::run(shard).await.unwrap();
     let out = dir.path().join("model");
-    let job = digits_job(sync, v, &out);
+    let mut job = digits_job(sync, v, &out);
+    job.workers.wire_precision = precision;
     let options = RunOptions {
         job_id: job.name.clone(),
         work_dir: dir.path().join("jobs"),
@@ -103,6 +112,20 @@ async fn the_filter_sends_a_fraction_of_what_v_zero_sends() {
     );
     assert!(filtered.test_accuracy.unwrap() >= 0.95);
     assert!(all.test_accuracy.unwrap() >= 0.95);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn values_in_f16_reach_the_target_with_fewer_bytes_per_entry() {
+    let (m, status, _dir) = train_at("bsp", 0.3, WirePrecision::F16).await;
+    assert_eq!(status.state, JobState::Succeeded);
+    assert!(m.test_accuracy.unwrap() >= 0.95, "{m:?}");
+    // Each step pushes f16 values (2 bytes) with gap-coded indices (1–3 bytes); only the final
+    // drains go in f32. In f32 every entry costs at least 5.
+    let per_entry = m.bytes_pushed as f64 / m.entries_sent as f64;
+    assert!(
+        per_entry < 4.0,
+        "{per_entry:.2} bytes per pushed entry: {m:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
