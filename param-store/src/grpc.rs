@@ -170,6 +170,15 @@ impl pb::param_store_server::ParamStore for ParamStoreService {
         observe("clock", t0, self.shard.clock(req.into_inner()).await).map(Response::new)
     }
 
+    async fn stop(
+        &self,
+        req: Request<pb::StopRequest>,
+    ) -> Result<Response<pb::StopResponse>, Status> {
+        let t0 = Instant::now();
+        let _p = self.admit()?;
+        observe("stop", t0, self.shard.stop_job(req.get_ref())).map(Response::new)
+    }
+
     async fn snapshot(
         &self,
         req: Request<pb::SnapshotRequest>,

@@ -124,6 +124,11 @@ impl Shard {
         validate_inits(&layout, &req.tensors)?;
         let _gate = self.gate.read().await;
         if !self.state.check_register(&layout)? {
+            // The same job again (a coordinator starting over): it is not stopping any more.
+            self.state
+                .job(&layout.job_id)?
+                .stopping
+                .store(false, Ordering::SeqCst);
             return Ok(false);
         }
         let inits: Vec<_> = req.tensors.iter().map(|t| t.init.clone()).collect();
@@ -318,7 +323,18 @@ impl Shard {
         } else {
             job.clocks.min_clock()
         };
-        Ok(pb::ClockResponse { min_clock })
+        Ok(pb::ClockResponse {
+            min_clock,
+            stopping: job.stopping.load(Ordering::SeqCst),
+        })
+    }
+
+    /// Asks a job's workers to finish: clock answers say `stopping` from now on.
+    pub fn stop_job(&self, req: &pb::StopRequest) -> Result<pb::StopResponse> {
+        let job = self.state.job(&req.job_id)?;
+        job.stopping.store(true, Ordering::SeqCst);
+        tracing::info!(job = %req.job_id, "job asked to stop");
+        Ok(pb::StopResponse {})
     }
 
     /// Writes a snapshot and truncates the log; returns its id and size.

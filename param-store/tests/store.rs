@@ -348,6 +348,13 @@ async fn asp_never_waits() {
         (stats[0].jobs[0].min_clock, stats[0].jobs[0].max_clock),
         (0, 20)
     );
+    // Asked to stop, the job says so in every clock answer after.
+    let before = client.clock("asp", 1, 1, false).await.unwrap();
+    assert_eq!((before.min_clock, before.stopping), (1, false));
+    client.stop("asp").await.unwrap();
+    assert!(client.clock("asp", 1, 2, false).await.unwrap().stopping);
+    let err = client.stop("nope").await.unwrap_err().to_string();
+    assert!(err.contains("unknown job 'nope'"), "{err}");
     stop(shards).await;
 }
 

@@ -173,7 +173,7 @@ pub async fn run_job(
                 tracing::info!("job cancelled");
                 st.state = JobState::Cancelled;
                 st.stop_reason = Some("cancelled".to_string());
-                shared.stop.store(true, Ordering::SeqCst);
+                halt(&shared, &client, &options.job_id).await;
                 status.send_replace(st.clone());
                 continue;
             }
@@ -220,7 +220,7 @@ pub async fn run_job(
             }
             Event::Fatal(k, reason) => {
                 fatal.get_or_insert(TrainerError::Worker { worker: k, reason });
-                shared.stop.store(true, Ordering::SeqCst);
+                halt(&shared, &client, &options.job_id).await;
             }
         }
         shared.examples.store(st.examples, Ordering::Relaxed);
@@ -245,7 +245,7 @@ pub async fn run_job(
         if let Some((reason, target_met)) = stop_reason(job, &st, metric) {
             tracing::info!(%reason, "stopping");
             st.stop_reason = Some(reason);
-            shared.stop.store(true, Ordering::SeqCst);
+            halt(&shared, &client, &options.job_id).await;
             if target_met {
                 // The model just measured is the one that met the target: keep it, whatever
                 // the invocations still in flight push before they return.
@@ -315,6 +315,16 @@ async fn wait_for_cancel(cancel: &mut Option<watch::Receiver<bool>>) -> Result<(
     match cancel {
         Some(rx) => rx.wait_for(|&c| c).await.map(|_| ()).map_err(|_| ()),
         None => std::future::pending().await,
+    }
+}
+
+/// Stops the job: no driver invokes its worker again, and the invocations in flight learn it from
+/// their next clock answer and return after the step they are in (instead of running out their
+/// step budget, billed for nothing). If the store cannot be told, they just run to their end.
+async fn halt(shared: &Shared, client: &ParamStoreClient, job_id: &str) {
+    shared.stop.store(true, Ordering::SeqCst);
+    if let Err(e) = client.stop(job_id).await {
+        tracing::warn!(error = %e, "could not ask the running workers to stop");
     }
 }
 

@@ -3,10 +3,11 @@
 //!
 //! Per step: pull what changed (for `bsp`/`ssp:k` the store holds the pull until the clock allows)
 //! → set `w = store + held` → one minibatch step with candle → push the significant entries →
-//! advance the worker's clock. When the invocation's deadline nears, or its step budget is spent,
-//! the worker pushes its whole accumulator and returns a [`WorkerReport`]; the coordinator keeps
-//! the data cursor, the clock and the push sequence number, so a new invocation (maybe on a new
-//! instance) continues where this one stopped. The function is stateless between invocations.
+//! advance the worker's clock. When the invocation's deadline nears, its step budget is spent or
+//! the clock answer says the job is stopping, the worker pushes its whole accumulator and returns
+//! a [`WorkerReport`]; the coordinator keeps the data cursor, the clock and the push sequence
+//! number, so a new invocation (maybe on a new instance) continues where this one stopped. The
+//! function is stateless between invocations.
 //!
 //! The optimizer's state (momentum, Adam moments) lives only as long as one invocation; plain SGD,
 //! as MLLess uses, loses nothing by that.
@@ -191,7 +192,7 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
         let (deltas, stats) = replica.take_significant()?;
         let pushed = push(&client, &task, &mut report, deltas).await?;
         report.clock += 1;
-        client
+        let clock = client
             .clock(&task.job_id, task.worker, report.clock, false)
             .await?;
         report.cursor += batch as u64;
@@ -204,6 +205,11 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
             bytes: pushed,
             step_secs: took.as_secs_f64(),
         });
+        if clock.stopping {
+            // The coordinator decided to stop (target met, a limit, a cancel): every further
+            // step would be billed for nothing.
+            break;
+        }
     }
     let rest = replica.take_all();
     if !rest.is_empty() {

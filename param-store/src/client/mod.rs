@@ -29,7 +29,9 @@ mod types;
 use crate::error::{Result, StoreError};
 use crate::layout::{JobLayout, chunk_owner};
 use crate::routing::{Routing, split_push};
-pub use types::{ChangedOptions, ChangedTensor, PullClock, SparseUpdate, Versions, dense, sparse};
+pub use types::{
+    ChangedOptions, ChangedTensor, ClockState, PullClock, SparseUpdate, Versions, dense, sparse,
+};
 
 /// Retry and size settings of the client.
 #[derive(Debug, Clone)]
@@ -498,19 +500,29 @@ impl ParamStoreClient {
         Ok((changed, next))
     }
 
-    async fn clock_all(&self, req: pb::ClockRequest) -> Result<u64> {
-        let mins = self
+    async fn clock_all(&self, req: pb::ClockRequest) -> Result<ClockState> {
+        let answers = self
             .all(|_, mut raw| {
                 let req = req.clone();
-                async move { Ok(raw.clock(req).await?.into_inner().min_clock) }
+                async move { Ok(raw.clock(req).await?.into_inner()) }
             })
             .await?;
-        Ok(mins.into_iter().min().unwrap_or(0))
+        Ok(ClockState {
+            min_clock: answers.iter().map(|a| a.min_clock).min().unwrap_or(0),
+            stopping: answers.iter().any(|a| a.stopping),
+        })
     }
 
     /// Reports that `worker` reached `clock`; with `wait`, returns once the synchronization mode
-    /// lets it run `clock`. Returns the slowest worker's clock.
-    pub async fn clock(&self, job: &str, worker: u32, clock: u64, wait: bool) -> Result<u64> {
+    /// lets it run `clock`. Returns the slowest worker's clock and whether the job was asked to
+    /// stop ([`Self::stop`]).
+    pub async fn clock(
+        &self,
+        job: &str,
+        worker: u32,
+        clock: u64,
+        wait: bool,
+    ) -> Result<ClockState> {
         let req = pb::ClockRequest {
             job_id: job.to_owned(),
             worker,
@@ -520,6 +532,20 @@ impl ParamStoreClient {
             max_wait_ms: 0,
         };
         self.clock_all(req).await
+    }
+
+    /// Asks the job's workers to finish: their next clock answer says `stopping`, and they push
+    /// what they hold and return instead of running out their invocations.
+    pub async fn stop(&self, job: &str) -> Result<()> {
+        let req = pb::StopRequest {
+            job_id: job.to_owned(),
+        };
+        self.all(|_, mut raw| {
+            let req = req.clone();
+            async move { Ok(raw.stop(req).await?.into_inner()) }
+        })
+        .await?;
+        Ok(())
     }
 
     /// `worker` leaves the job (scale-in): it no longer holds the others back.

@@ -149,3 +149,12 @@ pub struct PullClock {
     /// Clock the worker is about to run.
     pub clock: u64,
 }
+
+/// What a clock call answers, over all shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockState {
+    /// The slowest active worker's clock.
+    pub min_clock: u64,
+    /// The job was asked to stop ([`ParamStoreClient::stop`](super::ParamStoreClient::stop)).
+    pub stopping: bool,
+}
