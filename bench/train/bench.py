@@ -65,11 +65,12 @@ def lo_samples(path):
     return out
 
 
-def lo_bytes_at(samples, unix_time):
-    """Loopback bytes at the first sample taken at or after `unix_time` (None if there is none)."""
+def lo_bytes_at(samples, unix_time, final):
+    """Loopback bytes at the first sample taken at or after `unix_time`; `final` (the counter read
+    after the process exited) when the process ended before the sampler's next reading."""
     if unix_time is None:
         return None
-    return next((b for t, b in samples if t >= unix_time), None)
+    return next((b for t, b in samples if t >= unix_time), final)
 
 
 def measured(cmd, name, cores, isolated, env=None):
@@ -175,7 +176,7 @@ def run_pytorch(py, target, args, isolated):
         "app_bytes_to_target": r["bytes_to_target"],
         "app_bytes_total": r["app_bytes"], "lo_bytes_total": lo, "lo_isolated": isolated,
         "lo_bytes_to_target": lo_bytes_at(lo_samples(os.path.join(OUT, "pytorch.lo-samples")),
-                                          r.get("target_unix_time")),
+                                          r.get("target_unix_time"), lo),
         "final_test_rmse": r["final_test_rmse"], "stop_reason": r["stop_reason"],
         "process_wall_secs": wall,
         "history": [{"elapsed_secs": h["elapsed_secs"], "epoch": h["epoch"],
@@ -224,7 +225,7 @@ def run_cumulus(binary, sync, v, precision, target, args, isolated):
         "entries_considered": m["entries_considered"], "entries_sent": m["entries_sent"],
         "lo_bytes_total": lo, "lo_isolated": isolated,
         "lo_bytes_to_target": lo_bytes_at(lo_samples(os.path.join(OUT, f"{name}.lo-samples")),
-                                          target_time(os.path.join(OUT, f"{name}.log"))),
+                                          target_time(os.path.join(OUT, f"{name}.log")), lo),
         "final_test_rmse": m["test_rmse"], "stop_reason": m["stop_reason"],
         "invocations": m["invocations"], "process_wall_secs": wall, "history": hist,
     }
