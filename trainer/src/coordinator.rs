@@ -372,18 +372,10 @@ async fn register(
     workers: u32,
 ) -> Result<(), TrainerError> {
     let vars = model.named_vars(true);
-    let tensors = vars
-        .iter()
-        .map(|(name, var)| pb::TensorSpec {
-            name: name.clone(),
-            shape: var.dims().iter().map(|&d| d as u64).collect(),
-            init: None,
-        })
-        .collect();
     client
         .register(pb::RegisterRequest {
             job_id: job_id.to_string(),
-            tensors,
+            tensors: tensor_specs(model),
             sync: sync.to_string(),
             workers,
             chunk_size: 0,
@@ -402,6 +394,20 @@ async fn register(
         }
     }
     Ok(())
+}
+
+/// The parameter-store layout of a model: its trainable tensors, names and shapes (values are
+/// pushed after registration).
+pub fn tensor_specs(model: &Model) -> Vec<pb::TensorSpec> {
+    model
+        .named_vars(true)
+        .iter()
+        .map(|(name, var)| pb::TensorSpec {
+            name: name.clone(),
+            shape: var.dims().iter().map(|&d| d as u64).collect(),
+            init: None,
+        })
+        .collect()
 }
 
 /// Pulls the current model into `model` (BatchNorm statistics re-estimated on training

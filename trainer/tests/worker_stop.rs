@@ -9,6 +9,7 @@ use cumulus_models::{Model, ModelConfig};
 use cumulus_param_store::client::ClientConfig;
 use cumulus_param_store::{ParamStoreClient, ShardConfig};
 use cumulus_proto::paramstore::v1 as pb;
+use cumulus_trainer::coordinator::tensor_specs;
 use cumulus_trainer::job::JobSpec;
 use cumulus_trainer::partition;
 use cumulus_trainer::worker::{WorkerTask, run_task};
@@ -33,19 +34,10 @@ async fn an_invocation_returns_after_its_current_step_once_the_job_is_stopping()
     .unwrap();
     let model_config = ModelConfig::default_for("logreg").unwrap();
     let model = Model::with_seed(&model_config, &Device::Cpu, 1).unwrap();
-    let tensors = model
-        .named_vars(true)
-        .iter()
-        .map(|(name, var)| pb::TensorSpec {
-            name: name.clone(),
-            shape: var.dims().iter().map(|&d| d as u64).collect(),
-            init: None,
-        })
-        .collect();
     client
         .register(pb::RegisterRequest {
             job_id: "stop".into(),
-            tensors,
+            tensors: tensor_specs(&model),
             sync: "asp".into(),
             workers: 1,
             chunk_size: 0,
