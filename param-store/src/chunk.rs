@@ -41,13 +41,14 @@ pub(crate) fn put_values(enc: ValueEncoding, values: &[f32], out: &mut Vec<u8>) 
     ValueEncoding::F32
 }
 
-/// Decodes the values of a pull answer (`what` names them in errors).
-pub(crate) fn decode_values(
-    bytes: &[u8],
-    enc: ValueEncoding,
-    what: &str,
-) -> Result<Vec<f32>, String> {
-    match enc {
+/// The value encoding a message names (a protobuf enum travels as its number).
+pub(crate) fn value_encoding(raw: i32) -> Result<ValueEncoding, String> {
+    ValueEncoding::try_from(raw).map_err(|_| format!("unknown value encoding {raw}"))
+}
+
+/// Decodes values sent in the encoding numbered `encoding` (`what` names them in errors).
+pub(crate) fn decode_values(bytes: &[u8], encoding: i32, what: &str) -> Result<Vec<f32>, String> {
+    match value_encoding(encoding)? {
         ValueEncoding::F32 => Ok(words_le(bytes, what)?.map(f32::from_le_bytes).collect()),
         ValueEncoding::F16 => {
             if !bytes.len().is_multiple_of(2) {
@@ -198,15 +199,7 @@ impl Chunk {
             // A sparse entry costs a value and 1–2 bytes of offset, a dense one only the value:
             // past two thirds of the range, the dense run is the smaller answer.
             if 3 * changed.len() <= 2 * width {
-                let (o, v) = (offsets.len(), values.len());
-                if append_sparse(&changed, from, &self.values, enc, offsets, values) {
-                    return enc;
-                }
-                offsets.truncate(o);
-                values.truncate(v);
-                let f32 = ValueEncoding::F32;
-                append_sparse(&changed, from, &self.values, f32, offsets, values);
-                return f32;
+                return append_sparse(&changed, from, &self.values, enc, offsets, values);
             }
         }
         put_values(enc, dense, values)
@@ -255,8 +248,8 @@ fn changed_offsets(batches: &[LogBatch], except: Option<u32>, from: usize, to: u
 }
 
 /// Appends the entries at `changed` (offsets relative to `from`, increasing): gaps as varints,
-/// values in `enc`. False when a value has no finite `enc` form (the caller drops what was
-/// appended).
+/// values in `enc`, or in f32 when one of them has no finite `enc` form (as [`put_values`]);
+/// returns the encoding used.
 fn append_sparse(
     changed: &[u32],
     from: usize,
@@ -264,21 +257,24 @@ fn append_sparse(
     enc: ValueEncoding,
     offsets: &mut Vec<u8>,
     values: &mut Vec<u8>,
-) -> bool {
+) -> ValueEncoding {
+    let (o, v) = (offsets.len(), values.len());
     offsets.reserve(2 * changed.len());
     values.reserve(value_width(enc) * changed.len());
     let mut prev = 0u32;
     for &rel in changed {
-        let Some(v) = chunk.get(from + rel as usize) else {
+        let Some(x) = chunk.get(from + rel as usize) else {
             continue;
         };
-        if !put_value(enc, *v, values) {
-            return false;
+        if !put_value(enc, *x, values) {
+            offsets.truncate(o);
+            values.truncate(v);
+            return append_sparse(changed, from, chunk, ValueEncoding::F32, offsets, values);
         }
         prost::encoding::encode_varint(u64::from(rel - prev), offsets);
         prev = rel;
     }
-    true
+    enc
 }
 
 /// Decodes gap-coded varints (`what` names the field in errors): the first the value itself, each

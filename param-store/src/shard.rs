@@ -242,8 +242,7 @@ impl Shard {
         if let Some(w) = except {
             job.clocks.check_worker(w)?;
         }
-        let enc = pb::ValueEncoding::try_from(req.encoding)
-            .map_err(|_| StoreError::invalid(format!("unknown value encoding {}", req.encoding)))?;
+        let enc = crate::chunk::value_encoding(req.encoding).map_err(StoreError::invalid)?;
         let Some(since) = req.since_version.filter(|_| req.ranges.is_empty()) else {
             return job.pull(&req.ranges, req.since_version, except, enc);
         };

@@ -233,9 +233,7 @@ impl JobState {
             let malformed = |reason: String| {
                 StoreError::invalid(format!("job '{job}' tensor '{name}': {reason}"))
             };
-            let enc = ValueEncoding::try_from(u.encoding)
-                .map_err(|_| malformed(format!("unknown value encoding {}", u.encoding)))?;
-            let values = decode_values(&u.values, enc, "values").map_err(malformed)?;
+            let values = decode_values(&u.values, u.encoding, "values").map_err(malformed)?;
             let indices = decode_indices(u).map_err(malformed)?;
             if !allow_non_finite && let Some(i) = values.iter().position(|v| !v.is_finite()) {
                 return Err(StoreError::invalid(format!(

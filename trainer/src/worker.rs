@@ -75,7 +75,8 @@ pub struct StepStats {
     pub considered: u64,
     /// Entries pushed.
     pub sent: u64,
-    /// Payload bytes pushed, as on the wire (gap-coded indices and f32 values).
+    /// Payload bytes pushed, as on the wire (gap-coded indices; f32 values, or f16 ones when
+    /// every value of an update is exactly an f16).
     pub bytes: u64,
     pub step_secs: f64,
 }

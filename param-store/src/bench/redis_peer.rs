@@ -114,9 +114,7 @@ impl ExchangeWorker for RedisWorker {
                 .map_err(|e| StoreError::invalid(format!("redis payload: {e}")))?;
             let bad = |e: String| StoreError::invalid(format!("redis payload: {e}"));
             let indices = decode_indices(&update).map_err(bad)?;
-            let enc = pb::ValueEncoding::try_from(update.encoding)
-                .map_err(|_| bad(format!("unknown value encoding {}", update.encoding)))?;
-            let values = decode_values(&update.values, enc, "values").map_err(bad)?;
+            let values = decode_values(&update.values, update.encoding, "values").map_err(bad)?;
             for (i, v) in indices.into_iter().zip(values) {
                 if let Some(x) = self.replica.get_mut(i as usize) {
                     *x += v;

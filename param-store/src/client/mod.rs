@@ -600,9 +600,7 @@ fn bad_answer(reason: String) -> StoreError {
 
 /// The values of a pull answer's chunk, in the encoding it says it has.
 fn chunk_values(chunk: &pb::PullChunk) -> Result<Vec<f32>> {
-    let enc = pb::ValueEncoding::try_from(chunk.encoding)
-        .map_err(|_| bad_answer(format!("unknown value encoding {}", chunk.encoding)))?;
-    decode_values(&chunk.values, enc, "pull answer values").map_err(bad_answer)
+    decode_values(&chunk.values, chunk.encoding, "pull answer values").map_err(bad_answer)
 }
 
 /// Copies a dense pull chunk into `dst` at `off` (values past `dst`'s end are ignored).
