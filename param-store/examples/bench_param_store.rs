@@ -1,5 +1,5 @@
 //! The `cumulus bench param-store` suite without the rest of the binary, for quick iterations:
-//! `cargo run --release -p cumulus-param-store --example bench_param_store -- W D% SHARDS PARAMS ROUNDS [redis|-] [OUT.json]`.
+//! `cargo run --release -p cumulus-param-store --features bench --example bench_param_store -- W D% SHARDS PARAMS ROUNDS [redis|-] [OUT.json]`.
 
 fn main() -> Result<(), cumulus_param_store::StoreError> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -18,6 +18,9 @@ pub struct ClockTable {
     sync: SyncMode,
     inner: std::sync::Mutex<Clocks>,
     min_tx: watch::Sender<u64>,
+    /// The job was asked to stop: every wait ends at once, and clock answers say so (not
+    /// persisted; a coordinator registering the job again clears it).
+    stopping: watch::Sender<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,7 +56,9 @@ impl ClockTable {
     pub fn new(job: &str, sync: SyncMode, workers: u32) -> Self {
         let n = workers as usize;
         let (min_tx, _) = watch::channel(0);
+        let (stopping, _) = watch::channel(false);
         Self {
+            stopping,
             job: job.to_owned(),
             sync,
             inner: std::sync::Mutex::new(Clocks {
@@ -109,6 +114,22 @@ impl ClockTable {
         }
     }
 
+    /// Asks the job to stop: waits in progress end with [`StoreError::JobStopping`], and so
+    /// does every later one.
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// The job runs again (registered anew by a coordinator starting over).
+    pub fn resume(&self) {
+        self.stopping.send_replace(false);
+    }
+
+    /// Whether the job was asked to stop.
+    pub fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
     /// The slowest active worker's clock.
     pub fn min_clock(&self) -> u64 {
         *self.min_tx.borrow()
@@ -134,7 +155,15 @@ impl ClockTable {
         };
         let mut rx = self.min_tx.subscribe();
         let wait = rx.wait_for(|&m| m >= required);
+        let mut stopping = self.stopping.subscribe();
+        let job = self.job.clone();
+        let stopped = async move {
+            let _ = stopping.wait_for(|s| *s).await;
+            StoreError::JobStopping(job)
+        };
         tokio::select! {
+            biased;
+            e = stopped => Err(e),
             r = tokio::time::timeout(max_wait, wait) => match r {
                 Ok(Ok(m)) => Ok(*m),
                 // The sender lives as long as `self`: a closed channel means the job is gone.
@@ -194,6 +223,36 @@ mod tests {
         assert_eq!(t.advance(1, 2, false).unwrap(), 2);
         assert_eq!(waiter.await.unwrap().unwrap(), 2);
         assert!(t.advance(5, 1, false).is_err());
+    }
+
+    #[tokio::test]
+    async fn stopping_ends_waits_at_once_and_resume_clears_it() {
+        let t = std::sync::Arc::new(ClockTable::new("j", SyncMode::Bsp, 2));
+        let (_tx, rx) = watch::channel(false);
+        t.advance(0, 1, false).unwrap();
+        let t2 = t.clone();
+        let rx2 = rx.clone();
+        // Worker 0 waits for worker 1, which never comes.
+        let waiter =
+            tokio::spawn(async move { t2.wait_for(0, 1, Duration::from_secs(3600), rx2).await });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        t.stop();
+        assert!(t.is_stopping());
+        let err = waiter.await.unwrap().expect_err("a stop ends the wait");
+        assert!(
+            matches!(err, StoreError::JobStopping(ref j) if j == "j"),
+            "{err}"
+        );
+        // A later wait ends at once too.
+        let again = t
+            .wait_for(0, 1, Duration::from_secs(3600), rx.clone())
+            .await;
+        assert!(matches!(again, Err(StoreError::JobStopping(_))));
+        t.resume();
+        assert!(!t.is_stopping());
+        // Nothing to wait for at clock 0.
+        assert!(t.wait_for(1, 0, Duration::from_secs(1), rx).await.is_ok());
     }
 
     #[tokio::test]

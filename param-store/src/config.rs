@@ -23,6 +23,8 @@ pub struct ShardConfig {
     pub sub_shards: usize,
     /// Prometheus endpoint; `None`: no metrics endpoint.
     pub metrics_listen: Option<SocketAddr>,
+    /// What that endpoint renders: the process's recorder, installed by the binary.
+    pub prometheus: Option<cumulus_service::telemetry::PrometheusHandle>,
     /// Largest gRPC message accepted or sent, in bytes.
     pub max_message_bytes: usize,
     /// Accept NaN and infinite values in pushes.
@@ -48,6 +50,7 @@ impl ShardConfig {
             shard_count: 1,
             sub_shards: 16,
             metrics_listen: None,
+            prometheus: None,
             max_message_bytes: 64 << 20,
             allow_non_finite: false,
             wal_fsync: true,

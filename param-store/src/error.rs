@@ -48,6 +48,9 @@ pub enum StoreError {
         /// How long it waited.
         waited_ms: u64,
     },
+    /// The job was asked to stop; a wait for its clock ended without running on.
+    #[error("job '{0}' is stopping")]
+    JobStopping(String),
     /// The snapshot id does not name a complete snapshot.
     #[error("snapshot '{0}' not found or incomplete")]
     UnknownSnapshot(String),
@@ -114,6 +117,16 @@ impl StoreError {
     /// Shorthand for [`StoreError::InvalidArgument`].
     pub fn invalid(msg: impl Into<String>) -> Self {
         Self::InvalidArgument(msg.into())
+    }
+
+    /// Whether this says the job is stopping (on the shard, or as a shard's answer): a worker
+    /// then pushes what it holds and returns instead of waiting for a clock.
+    pub fn is_job_stopping(&self) -> bool {
+        match self {
+            Self::JobStopping(_) => true,
+            Self::Remote { status, .. } => status.code() == tonic::Code::Aborted,
+            _ => false,
+        }
     }
 }
 

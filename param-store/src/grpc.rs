@@ -27,6 +27,8 @@ impl From<StoreError> for Status {
             }
             StoreError::LayoutConflict(_) => Status::already_exists(e.to_string()),
             StoreError::ClockTimeout { .. } => Status::deadline_exceeded(e.to_string()),
+            // Not retryable: the job is over, the worker should push what it holds and return.
+            StoreError::JobStopping(_) => Status::aborted(e.to_string()),
             StoreError::Overloaded(_) => Status::resource_exhausted(e.to_string()),
             StoreError::ShuttingDown | StoreError::ShardUnavailable { .. } => {
                 Status::unavailable(e.to_string())

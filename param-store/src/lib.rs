@@ -16,6 +16,7 @@
 //! # }
 //! ```
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod chunk;
 pub mod client;

@@ -1,12 +1,12 @@
-//! Metric names of the parameter store, their descriptions, and the Prometheus endpoint.
+//! Metric names of the parameter store, their descriptions, and the Prometheus endpoint of a
+//! standalone shard (the binary installs the recorder and calls [`describe`]).
 //!
 //! Labels come from closed sets (`op`, `stat`) except `job`, which names a registered job (jobs are
 //! few and long-lived; the per-job clocks are what operators watch).
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use cumulus_service::telemetry::PrometheusHandle;
 use tokio::sync::watch;
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
@@ -78,48 +78,14 @@ pub fn describe() {
     describe_histogram!(SNAPSHOT_DURATION, Unit::Seconds, "Snapshot duration");
 }
 
-/// The process-wide Prometheus recorder, installed on first use (every shard of a process
-/// renders the same registry). `None` when another recorder was installed first.
-pub fn prometheus() -> Option<PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Suffix("_seconds".into()),
-                    &[
-                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                        5.0, 10.0,
-                    ],
-                )
-                .ok()?;
-            match builder.install_recorder() {
-                Ok(handle) => {
-                    describe();
-                    Some(handle)
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "metrics recorder not installed");
-                    None
-                }
-            }
-        })
-        .clone()
-}
-
-/// Serves `/metrics` on `addr` until `shutdown` turns true; returns the bound address.
+/// Serves `/metrics` (rendering `handle`) on `addr` until `shutdown` turns true; returns the
+/// bound address.
 pub async fn serve_prometheus(
     addr: SocketAddr,
+    handle: Option<PrometheusHandle>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<SocketAddr> {
-    let handle = prometheus();
-    let router = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let handle = handle.clone();
-            async move { handle.map_or_else(String::new, |h| h.render()) }
-        }),
-    );
+    let router: axum::Router = cumulus_service::telemetry::metrics_router(handle);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| StoreError::Transport(format!("metrics endpoint {addr}: {e}")))?;

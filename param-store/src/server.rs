@@ -46,12 +46,11 @@ pub async fn run(config: ShardConfig) -> Result<ShardHandle> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let shard = Shard::open(config.clone(), shutdown_rx.clone()).await?;
     let metrics_addr = match config.metrics_listen {
-        Some(addr) => Some(crate::metrics::serve_prometheus(addr, shutdown_rx.clone()).await?),
-        // Still record, so that an embedding process can render the registry.
-        None => {
-            crate::metrics::prometheus();
-            None
-        }
+        Some(addr) => Some(
+            crate::metrics::serve_prometheus(addr, config.prometheus.clone(), shutdown_rx.clone())
+                .await?,
+        ),
+        None => None,
     };
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
@@ -148,12 +147,8 @@ pub fn serve_until_signal(config: ShardConfig) -> Result<()> {
         }
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("signal received, stopping");
+        cumulus_service::shutdown::signal().await;
+        tracing::info!("stopping");
         handle.stop().await
     })
 }

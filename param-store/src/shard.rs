@@ -125,10 +125,7 @@ impl Shard {
         let _gate = self.gate.read().await;
         if !self.state.check_register(&layout)? {
             // The same job again (a coordinator starting over): it is not stopping any more.
-            self.state
-                .job(&layout.job_id)?
-                .stopping
-                .store(false, Ordering::SeqCst);
+            self.state.job(&layout.job_id)?.clocks.resume();
             return Ok(false);
         }
         let inits: Vec<_> = req.tensors.iter().map(|t| t.init.clone()).collect();
@@ -308,7 +305,7 @@ impl Shard {
         metrics::gauge!(m::CLOCK, "job" => id, "stat" => "max").set(job.clocks.max_clock() as f64);
         let min_clock = if wait {
             let t0 = Instant::now();
-            let min = job
+            let waited = job
                 .clocks
                 .wait_for(
                     worker,
@@ -316,22 +313,27 @@ impl Shard {
                     self.max_wait(max_wait),
                     self.shutdown.clone(),
                 )
-                .await?;
+                .await;
             metrics::histogram!(m::CLOCK_WAIT).record(t0.elapsed().as_secs_f64());
-            min
+            match waited {
+                Ok(min) => min,
+                // The answer says `stopping`: the worker drains and returns.
+                Err(StoreError::JobStopping(_)) => job.clocks.min_clock(),
+                Err(e) => return Err(e),
+            }
         } else {
             job.clocks.min_clock()
         };
         Ok(pb::ClockResponse {
             min_clock,
-            stopping: job.stopping.load(Ordering::SeqCst),
+            stopping: job.clocks.is_stopping(),
         })
     }
 
     /// Asks a job's workers to finish: clock answers say `stopping` from now on.
     pub fn stop_job(&self, req: &pb::StopRequest) -> Result<pb::StopResponse> {
         let job = self.state.job(&req.job_id)?;
-        job.stopping.store(true, Ordering::SeqCst);
+        job.clocks.stop();
         tracing::info!(job = %req.job_id, "job asked to stop");
         Ok(pb::StopResponse {})
     }

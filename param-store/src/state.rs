@@ -3,7 +3,7 @@
 //! puts the write-ahead log in front of it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use cumulus_proto::paramstore::v1 as pb;
@@ -77,8 +77,6 @@ pub struct JobState {
     pub dedupe: Vec<tokio::sync::Mutex<SeqWindow>>,
     /// Pushes applied (not counting duplicates).
     pub pushes: AtomicU64,
-    /// The job was asked to stop; clock answers say so (not persisted).
-    pub stopping: AtomicBool,
     shard_count: u32,
 }
 
@@ -186,7 +184,6 @@ impl JobState {
             }),
             dedupe,
             pushes: AtomicU64::new(0),
-            stopping: AtomicBool::new(false),
             shard_count,
         })
     }

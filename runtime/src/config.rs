@@ -87,6 +87,10 @@ pub struct FunctionsConfig {
     pub reap_interval_ms: u64,
     /// The largest payload accepted by `invoke`, in bytes (Lambda: 6 MB for synchronous calls).
     pub max_payload_bytes: usize,
+    /// Memory the platform may hand to deployed functions' local instances at once, MB: a
+    /// deployment (a training job's workers) reserves `max_instances × memory_mb` of it and is
+    /// refused when that does not fit. The machine's physical memory when absent.
+    pub capacity_mb: Option<u64>,
     /// Settings of every function that has no override.
     pub defaults: FunctionSpec,
     /// Per-function overrides, by function name.
@@ -104,6 +108,7 @@ impl Default for FunctionsConfig {
             start_timeout_ms: 10_000,
             reap_interval_ms: 1_000,
             max_payload_bytes: 6 * 1024 * 1024,
+            capacity_mb: None,
             defaults: FunctionSpec::default(),
             overrides: BTreeMap::new(),
         }
@@ -174,6 +179,20 @@ pub struct FunctionOverride {
 }
 
 impl FunctionsConfig {
+    /// The memory deployments may reserve, MB: `capacity_mb`, else the machine's physical memory
+    /// (`MemTotal` of /proc/meminfo), else unbounded.
+    pub fn capacity(&self) -> u64 {
+        self.capacity_mb
+            .or_else(physical_memory_mb)
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Checks one function's resolved settings against the platform's rules (tier offered,
+    /// ranges); `key` names it in the message, e.g. `functions.overrides.w` or `[workers]`.
+    pub fn check_spec(&self, key: &str, spec: &FunctionSpec) -> Result<(), String> {
+        validate_spec(self, key, spec)
+    }
+
     /// The settings of `function`: the defaults with its override applied, `kind` filled in.
     pub fn spec(&self, function: &str) -> FunctionSpec {
         let mut spec = self.defaults.clone();
@@ -194,6 +213,14 @@ impl FunctionsConfig {
         }
         spec
     }
+}
+
+/// The machine's physical memory in MB, from /proc/meminfo.
+fn physical_memory_mb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
 }
 
 /// Whether `name` is a valid function (or kind) name: 1–63 characters of `[a-z0-9-]`, starting
@@ -258,6 +285,13 @@ impl CumulusConfig {
         }
         if f.max_payload_bytes == 0 || f.max_payload_bytes > 1 << 30 {
             return Err("functions.max_payload_bytes: must be in 1..=1073741824".into());
+        }
+        if let Some(c) = f.capacity_mb
+            && !(128..=1 << 24).contains(&c)
+        {
+            return Err(format!(
+                "functions.capacity_mb: {c} MB is outside 128..=16777216"
+            ));
         }
         validate_spec(f, "functions.defaults", &f.defaults)?;
         for name in f.overrides.keys() {

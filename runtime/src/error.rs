@@ -69,6 +69,29 @@ pub enum RuntimeError {
         /// The limit.
         limit: usize,
     },
+    /// A deployment would need more memory than the platform has left for instances.
+    #[error(
+        "function {function}: needs {needed_mb} MB for its instances, but only {free_mb} MB of the platform's {capacity_mb} MB are free (functions.capacity_mb)"
+    )]
+    CapacityExceeded {
+        /// The function being deployed.
+        function: String,
+        /// What it would reserve: `max_instances × memory_mb`.
+        needed_mb: u64,
+        /// What is left now.
+        free_mb: u64,
+        /// The platform's capacity.
+        capacity_mb: u64,
+    },
+    /// A function of that name exists already (configured or deployed).
+    #[error("function {0}: already exists")]
+    AlreadyExists(String),
+    /// The caller gave up on the invocation before it reached an instance.
+    #[error("function {function}: invocation cancelled before it started")]
+    Cancelled {
+        /// The function.
+        function: String,
+    },
     /// Every instance is busy, no more may be started, and the queue in front is full.
     #[error("function {function}: queue full ({capacity} invocations waiting)")]
     QueueFull {
@@ -152,7 +175,10 @@ impl RuntimeError {
             RuntimeError::ConfigFile { .. }
             | RuntimeError::InvalidConfig(_)
             | RuntimeError::InvalidFunctionName(_)
-            | RuntimeError::PayloadTooLarge { .. } => "rejected",
+            | RuntimeError::PayloadTooLarge { .. }
+            | RuntimeError::AlreadyExists(_)
+            | RuntimeError::CapacityExceeded { .. } => "rejected",
+            RuntimeError::Cancelled { .. } => "cancelled",
             RuntimeError::QueueFull { .. } => "queue_full",
             RuntimeError::Timeout { .. } => "timeout",
             RuntimeError::OutOfMemory { .. } => "out_of_memory",

@@ -13,13 +13,14 @@
 //! - [`keepalive`] holds the pure keep-alive policies (fixed TTL, the hybrid histogram of Shahrad et
 //!   al., ATC'20) and a trace simulator comparing them.
 //! - [`billing`] prices every invocation like AWS Lambda and aggregates per function and job.
-//! - [`bench`] is the logic of `cumulus bench runtime`.
+//! - `bench` (feature `bench`) is the logic of `cumulus bench runtime`.
 //!
 //! The hybrid policy's fallback window (used while a function's histogram is not representative)
 //! defaults to 10 minutes, where the paper uses the histogram's range (4 hours): on generated
 //! traces with many rare functions the paper's value trades much more idle memory for few cold
 //! starts. `fallback_keep_alive_ms = 14400000` restores it.
 
+#[cfg(feature = "bench")]
 pub mod bench;
 pub mod billing;
 mod call;
@@ -34,5 +35,6 @@ mod pool;
 
 pub use config::{CumulusConfig, FunctionOverride, FunctionSpec, FunctionsConfig, LimitMode};
 pub use error::{FunctionFailure, InstanceExit, RuntimeError};
-pub use platform::{Invocation, InvokeRequest, Platform, StartKind};
+pub use platform::{Capacity, Invocation, InvokeRequest, Platform, StartKind};
 pub use pool::PoolStats;
+pub use tokio_util::sync::CancellationToken;

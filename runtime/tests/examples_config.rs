@@ -40,8 +40,9 @@ fn documented_defaults_match_the_code() {
     assert_eq!(c.pricing.gb_second_usd, d.pricing.gb_second_usd);
     assert_eq!(c.pricing.invocation_usd, d.pricing.invocation_usd);
     assert!((c.pricing.gpu_second_usd - d.pricing.gpu_second_usd).abs() < 1e-8);
+    // The most workers one job may have; their tier and timeout come from each job.
     let worker = c.functions.spec("train-worker");
-    assert_eq!(worker.memory_mb, 3008);
+    assert_eq!(worker.max_instances, 16);
     assert_eq!(c.functions.spec("infer-stage").min_instances, 2);
 }
 

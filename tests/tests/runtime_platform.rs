@@ -312,6 +312,7 @@ async fn billing_aggregates_per_job() {
             payload: Bytes::from_static(b"x"),
             deadline: None,
             job: Some(job.into()),
+            cancel: None,
         };
         platform.invoke_request(request).await.expect("invoke");
     }

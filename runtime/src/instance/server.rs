@@ -151,13 +151,7 @@ async fn parent_gone(parent: Option<u32>) {
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (
-        status,
-        axum::Json(serde_json::json!({ "error": message.into() })),
-    )
-        .into_response()
-}
+use cumulus_service::error::json_error as error;
 
 async fn invoke(State(state): State<AppState>, headers: HeaderMap, payload: Bytes) -> Response {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -222,8 +216,6 @@ pub fn run_until_signal(
     runtime.block_on(async move {
         let handle = serve(handler, &function, options).await?;
         tracing::info!(addr = %handle.addr, kind, "function instance serving");
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .map_err(|e| RuntimeError::io("installing the SIGTERM handler", e))?;
         let InstanceHandle {
             shutdown, mut task, ..
         } = handle;
@@ -235,8 +227,7 @@ pub fn run_until_signal(
             )),
         };
         tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            () = cumulus_service::shutdown::signal() => {}
             r = &mut task => return joined(r),
         }
         // Drain: stop accepting, let running invocations finish.

@@ -31,8 +31,11 @@ use crate::local::{LocalBackend, LocalInstance};
 use crate::metrics::{self as m, StartMetric};
 use crate::pool::{Acquire, PoolState, PoolStats};
 
+mod deploy;
 mod reaper;
+pub use deploy::Capacity;
 use reaper::reaper;
+use tokio_util::sync::CancellationToken;
 
 /// How long to wait for a dead instance's exit status before reporting it.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
@@ -48,6 +51,9 @@ pub struct InvokeRequest {
     pub deadline: Option<Duration>,
     /// The job billed for it.
     pub job: Option<String>,
+    /// Cancelling it abandons the invocation while it waits for an instance (queued, or its
+    /// instance still starting); once it runs on an instance it runs to its end.
+    pub cancel: Option<CancellationToken>,
 }
 
 /// How the invocation found its instance.
@@ -97,10 +103,19 @@ struct Inner {
 #[derive(Debug)]
 struct Pool {
     name: String,
+    /// The `function` label of its metrics: its name, or for a deployment its kind (so that
+    /// per-job functions do not each make new series).
+    label: String,
     spec: FunctionSpec,
     state: Mutex<PoolState>,
     /// The HTTP backend's bound: permits for running calls, and a count of waiting ones.
     remote: Option<(Semaphore, AtomicUsize)>,
+    /// Made by [`Platform::deploy`] (not from the config file).
+    deployed: bool,
+    /// Memory reserved for its instances, MB (deployments of local functions only).
+    reserved_mb: u64,
+    /// Undeployed: instances are stopped as soon as they are idle, nothing new starts.
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
@@ -160,6 +175,7 @@ impl Platform {
             payload,
             deadline: Some(deadline),
             job: None,
+            cancel: None,
         })
         .await
     }
@@ -185,7 +201,7 @@ impl Platform {
             None => inner.invoke_local(&pool, &request, deadline).await,
         };
         if let Err(e) = &result {
-            m::invocation(&pool.name, e.outcome(), Duration::ZERO, 0.0);
+            m::invocation(&pool.label, e.outcome(), Duration::ZERO, 0.0);
             tracing::debug!(error = %e, "invocation failed");
         }
         result
@@ -228,7 +244,7 @@ impl Platform {
         if let Some(pool) = pool {
             let idle = pool.lock().take_idle();
             stop_all(idle).await;
-            m::alive(&pool.name, pool.lock().stats().alive);
+            self.inner.report_alive(&pool);
         }
     }
 
@@ -255,7 +271,7 @@ impl Platform {
         for pool in pools {
             let instances = pool.lock().drain();
             stop_all(instances).await;
-            m::alive(&pool.name, 0);
+            m::alive(&pool.label, 0);
         }
     }
 }
@@ -294,9 +310,13 @@ impl Inner {
         });
         let pool = Arc::new(Pool {
             name: function.to_owned(),
+            label: function.to_owned(),
             state: Mutex::new(PoolState::new(spec.keep_alive.build())),
             spec,
             remote,
+            deployed: false,
+            reserved_mb: 0,
+            retired: false.into(),
         });
         pools.insert(function.to_owned(), pool.clone());
         Ok(pool)
@@ -317,6 +337,16 @@ impl Inner {
         deadline: Duration,
     ) -> Result<Invocation, RuntimeError> {
         let begun = Instant::now();
+        let cancelled = || RuntimeError::Cancelled {
+            function: pool.name.clone(),
+        };
+        let cancel = request.cancel.clone().unwrap_or_default();
+        if cancel.is_cancelled() {
+            return Err(cancelled());
+        }
+        if pool.retired.load(Ordering::Acquire) {
+            return Err(RuntimeError::ShuttingDown);
+        }
         let acquired = pool.lock().acquire(&pool.spec, self.now());
         let (instance, start, start_latency) = match acquired {
             Acquire::Warm(i) => (i, StartKind::Warm, None),
@@ -331,13 +361,9 @@ impl Inner {
                 match self.backend.start(&pool.name, &pool.spec, id).await {
                     Ok((i, latency)) => {
                         let i = Arc::new(i);
-                        let alive = {
-                            let mut st = pool.lock();
-                            st.started(i.clone(), true, self.now());
-                            st.stats().alive
-                        };
-                        m::alive(&pool.name, alive);
-                        m::start(&pool.name, StartMetric::Cold, Some(latency));
+                        pool.lock().started(i.clone(), true, self.now());
+                        self.report_alive(pool);
+                        m::start(&pool.label, StartMetric::Cold, Some(latency));
                         (i, StartKind::Cold, Some(latency))
                     }
                     Err(e) => {
@@ -346,27 +372,42 @@ impl Inner {
                     }
                 }
             }
-            Acquire::Queued(mut rx) => match tokio::time::timeout(deadline, &mut rx).await {
-                Ok(Ok(i)) => (i, StartKind::Warm, None),
-                _ => {
-                    // Whatever was handed over after we gave up goes back to the pool.
-                    rx.close();
-                    let mut st = pool.lock();
-                    if let Ok(i) = rx.try_recv() {
-                        st.release(&i, true, self.now());
-                    } else {
-                        st.abandon();
+            Acquire::Queued(mut rx) => {
+                let waited = tokio::select! {
+                    got = tokio::time::timeout(deadline, &mut rx) => match got {
+                        Ok(Ok(i)) => Ok(i),
+                        _ => Err(RuntimeError::Timeout {
+                            function: pool.name.clone(),
+                            deadline,
+                            instance_killed: false,
+                        }),
+                    },
+                    () = cancel.cancelled() => Err(cancelled()),
+                };
+                match waited {
+                    Ok(i) => (i, StartKind::Warm, None),
+                    Err(e) => {
+                        // Whatever was handed over after we gave up goes back to the pool.
+                        rx.close();
+                        let mut st = pool.lock();
+                        if let Ok(i) = rx.try_recv() {
+                            st.release(&i, true, self.now());
+                        } else {
+                            st.abandon();
+                        }
+                        return Err(e);
                     }
-                    return Err(RuntimeError::Timeout {
-                        function: pool.name.clone(),
-                        deadline,
-                        instance_killed: false,
-                    });
                 }
-            },
+            }
         };
+        if cancel.is_cancelled() {
+            // Given up while its instance was starting or being handed over: the instance goes
+            // back to the pool unused.
+            self.release(pool, &instance, true);
+            return Err(cancelled());
+        }
         if start == StartKind::Warm {
-            m::start(&pool.name, StartMetric::Warm, None);
+            m::start(&pool.label, StartMetric::Warm, None);
         }
         let left = deadline.saturating_sub(begun.elapsed());
         let request_id = self.next_request_id();
@@ -423,14 +464,7 @@ impl Inner {
                 &outcome,
                 Err(RuntimeError::Timeout { .. } | RuntimeError::Transport { .. })
             );
-        let alive = {
-            let mut st = pool.lock();
-            st.release(&instance, healthy, self.now());
-            st.stats().alive
-        };
-        if !healthy {
-            m::alive(&pool.name, alive);
-        }
+        self.release(pool, &instance, healthy);
         let label = outcome
             .as_ref()
             .map_or_else(RuntimeError::outcome, |_| "ok");
@@ -477,12 +511,21 @@ impl Inner {
                         capacity: pool.spec.queue_capacity,
                     });
                 }
-                let got = tokio::time::timeout(deadline, permits.acquire()).await;
+                let cancel = request.cancel.clone().unwrap_or_default();
+                let got = tokio::select! {
+                    got = tokio::time::timeout(deadline, permits.acquire()) => Some(got),
+                    () = cancel.cancelled() => None,
+                };
                 waiting.fetch_sub(1, Ordering::AcqRel);
                 match got {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(_)) => return Err(RuntimeError::ShuttingDown),
-                    Err(_) => return Err(timeout()),
+                    Some(Ok(Ok(p))) => p,
+                    Some(Ok(Err(_))) => return Err(RuntimeError::ShuttingDown),
+                    Some(Err(_)) => return Err(timeout()),
+                    None => {
+                        return Err(RuntimeError::Cancelled {
+                            function: pool.name.clone(),
+                        });
+                    }
                 }
             }
         };
@@ -547,9 +590,9 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .record(&record);
         if outcome == "ok" {
-            m::invocation(&pool.name, outcome, duration, gb_seconds);
+            m::invocation(&pool.label, outcome, duration, gb_seconds);
         } else {
-            metrics::gauge!(m::BILLED_GB_SECONDS, "function" => pool.name.clone())
+            metrics::gauge!(m::BILLED_GB_SECONDS, "function" => pool.label.clone())
                 .increment(gb_seconds);
         }
         record

@@ -39,7 +39,7 @@ pub(super) async fn reaper(inner: Weak<Inner>, interval: Duration) {
                 tokio::spawn(prestart(inner.clone(), pool.clone(), keep_until));
             }
             if stopped {
-                m::alive(&pool.name, pool.lock().stats().alive);
+                inner.report_alive(&pool);
             }
         }
     }
@@ -50,17 +50,13 @@ async fn prestart(inner: Arc<Inner>, pool: Arc<Pool>, keep_until: Duration) {
     let id = inner.instance_seq.fetch_add(1, Ordering::Relaxed);
     match inner.backend.start(&pool.name, &pool.spec, id).await {
         Ok((instance, latency)) => {
-            m::start(&pool.name, StartMetric::Prewarm, Some(latency));
-            let alive = {
-                let mut st = pool.lock();
-                st.started(Arc::new(instance), false, keep_until);
-                st.stats().alive
-            };
-            m::alive(&pool.name, alive);
-            if inner.closed.load(Ordering::Acquire) {
+            m::start(&pool.label, StartMetric::Prewarm, Some(latency));
+            pool.lock().started(Arc::new(instance), false, keep_until);
+            if inner.closed.load(Ordering::Acquire) || pool.retired.load(Ordering::Acquire) {
                 let instances = pool.lock().drain();
                 stop_all(instances).await;
             }
+            inner.report_alive(&pool);
         }
         Err(e) => {
             pool.lock().start_failed(false);
