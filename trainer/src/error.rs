@@ -41,6 +41,8 @@ pub enum TrainerError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Compute(String),
     #[error("training diverged at local step {step}: loss is {loss}")]
     Diverged { step: u64, loss: f64 },
 }

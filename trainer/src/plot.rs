@@ -6,7 +6,7 @@
 //! works the same on a bare machine and in CI.
 //!
 //! ```no_run
-//! # fn demo(metrics: &cumulus_trainer::report::Metrics) -> Result<(), cumulus_trainer::TrainerError> {
+//! # fn demo(metrics: &cumulus_trainer::report::JobSummary) -> Result<(), cumulus_trainer::TrainerError> {
 //! let written = cumulus_trainer::plot::write_plots(metrics, std::path::Path::new("out/model"))?;
 //! for path in &written {
 //!     println!("wrote {}", path.display());
@@ -25,7 +25,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{FontStyle, register_font};
 
 use crate::TrainerError;
-use crate::report::{HistoryPoint, Metrics};
+use crate::report::{HistoryPoint, JobSummary};
 
 /// Name of the bitmap plot in the output folder.
 pub const PLOT_PNG_FILE: &str = "training.png";
@@ -55,7 +55,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 /// is written and the returned list is empty. Points whose value is not finite (a NaN loss
 /// before the first round, say) are left out; a panel left with no points says so instead of
 /// drawing axes.
-pub fn write_plots(metrics: &Metrics, dir: &Path) -> Result<Vec<PathBuf>, TrainerError> {
+pub fn write_plots(metrics: &JobSummary, dir: &Path) -> Result<Vec<PathBuf>, TrainerError> {
     if metrics.history.is_empty() {
         return Ok(Vec::new());
     }
@@ -115,7 +115,7 @@ struct Plot {
 }
 
 impl Plot {
-    fn of(metrics: &Metrics) -> Self {
+    fn of(metrics: &JobSummary) -> Self {
         let history = &metrics.history;
         let metric = metric_name(metrics);
         let series = |value: &dyn Fn(&HistoryPoint) -> Option<f64>| -> Vec<(f64, f64)> {
@@ -223,7 +223,7 @@ impl Plot {
 }
 
 /// The metric named by whichever of `test_accuracy`, `test_rmse`, `test_auc` the job reported.
-fn metric_name(metrics: &Metrics) -> &'static str {
+fn metric_name(metrics: &JobSummary) -> &'static str {
     if metrics.test_accuracy.is_some() {
         "test_accuracy"
     } else if metrics.test_rmse.is_some() {
@@ -283,8 +283,8 @@ mod tests {
         }
     }
 
-    fn metrics(history: Vec<HistoryPoint>) -> Metrics {
-        Metrics {
+    fn metrics(history: Vec<HistoryPoint>) -> JobSummary {
+        JobSummary {
             job: "mnist-mlp-plot".to_string(),
             job_id: "job-0001".to_string(),
             arch: "mlp".to_string(),
@@ -307,6 +307,7 @@ mod tests {
             bytes_pulled: 2_400_000,
             bytes_filtered: 5_600_000,
             invocations: 8,
+            invocations_started: 8,
             cold_starts: 4,
             failed_invocations: 0,
             billed_cost_usd: 0.002,

@@ -1,5 +1,5 @@
 //! What a job reports: its live [`JobStatus`] (progress bar, job API, server-sent events), the
-//! [`HistoryPoint`]s of every evaluation, and the final [`Metrics`] written as `metrics.json`.
+//! [`HistoryPoint`]s of every evaluation, and the final [`JobSummary`] written as `metrics.json`.
 
 use std::path::Path;
 
@@ -17,6 +17,8 @@ pub const METRICS_FILE: &str = "metrics.json";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
+    /// Accepted, waiting for a running slot or for room for its workers.
+    Queued,
     Running,
     Succeeded,
     Failed,
@@ -28,6 +30,10 @@ pub enum JobState {
 pub struct JobStatus {
     pub job_id: String,
     pub state: JobState,
+    /// What the job is doing or waiting for right now, in words (`queued: …`, `preparing the
+    /// data`, `starting workers: 3 of 8 up`, `round 4: 5 of 8 workers reported`, …).
+    #[serde(default)]
+    pub phase: String,
     /// The metric measured on the test split (`test_accuracy`, `test_rmse`, `test_auc`).
     pub metric: String,
     pub metric_value: Option<f64>,
@@ -41,6 +47,9 @@ pub struct JobStatus {
     pub epoch: f64,
     pub workers: u32,
     pub invocations: u64,
+    /// Worker invocations begun (those still running or waiting included).
+    #[serde(default)]
+    pub invocations_started: u64,
     pub cold_starts: u64,
     pub failures: u64,
     /// Entries the filter examined, and those it sent (the final drains included).
@@ -59,7 +68,8 @@ impl JobStatus {
     pub fn new(job_id: &str, metric: JobMetric, workers: u32) -> Self {
         Self {
             job_id: job_id.to_string(),
-            state: JobState::Running,
+            state: JobState::Queued,
+            phase: "queued".to_string(),
             metric: metric.key().to_string(),
             metric_value: None,
             loss: f64::NAN,
@@ -69,6 +79,7 @@ impl JobStatus {
             epoch: 0.0,
             workers,
             invocations: 0,
+            invocations_started: 0,
             cold_starts: 0,
             failures: 0,
             entries_considered: 0,
@@ -123,7 +134,7 @@ impl HistoryPoint {
 
 /// `metrics.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Metrics {
+pub struct JobSummary {
     pub job: String,
     pub job_id: String,
     pub arch: String,
@@ -147,6 +158,9 @@ pub struct Metrics {
     pub bytes_pulled: u64,
     pub bytes_filtered: u64,
     pub invocations: u64,
+    /// Worker invocations begun (those still running or waiting included).
+    #[serde(default)]
+    pub invocations_started: u64,
     pub cold_starts: u64,
     pub failed_invocations: u64,
     pub billed_cost_usd: f64,
@@ -155,7 +169,7 @@ pub struct Metrics {
     pub history: Vec<HistoryPoint>,
 }
 
-impl Metrics {
+impl JobSummary {
     pub fn new(job: &JobSpec, st: &JobStatus, data: &Prepared, history: Vec<HistoryPoint>) -> Self {
         let pick = |key: &str| (st.metric == key).then_some(st.metric_value).flatten();
         Self {
@@ -184,6 +198,7 @@ impl Metrics {
             bytes_pulled: st.bytes_pulled,
             bytes_filtered: st.bytes_filtered(),
             invocations: st.invocations,
+            invocations_started: st.invocations_started,
             cold_starts: st.cold_starts,
             failed_invocations: st.failures,
             billed_cost_usd: st.cost_usd,

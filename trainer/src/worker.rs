@@ -24,9 +24,10 @@ use cumulus_runtime::instance::{FunctionError, FunctionKind, InvokeContext};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainerError;
+use crate::blocking;
+use crate::data_shards;
 use crate::filter::FilterConfig;
 use crate::job::TrainingSpec;
-use crate::partition;
 use crate::replica::{Replica, TensorDelta};
 
 /// The name the function is registered under.
@@ -47,7 +48,7 @@ pub struct WorkerTask {
     pub training: TrainingSpec,
     /// The significance threshold `v`.
     pub significance: f32,
-    /// Object-store URL of this worker's partition (see [`partition`]).
+    /// Object-store URL of this worker's data shard (see [`data_shards`]).
     pub partition: String,
     /// Examples of the partition consumed so far (the data cursor).
     pub cursor: u64,
@@ -113,42 +114,18 @@ fn to_updates(deltas: Vec<TensorDelta>) -> Vec<SparseUpdate> {
 }
 
 /// Runs one invocation's steps. `deadline` is when the platform kills it.
+///
+/// A job that stops while the worker waits at a barrier ends the wait (the store answers that
+/// the job is stopping): the worker then pushes what it holds and returns at once. Each step's
+/// computation runs on a blocking thread, so the instance keeps answering while it trains.
 pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerReport, TrainerError> {
     let started = Instant::now();
     let client = ParamStoreClient::connect(&task.store, ClientConfig::default()).await?;
-    let (x, y) = partition::read(&task.partition).await?;
+    let (x, y) = data_shards::read(&task.partition).await?;
     let n = x.dims().first().copied().unwrap_or(0);
     if n == 0 {
         return Err(TrainerError::Data(format!("{} is empty", task.partition)));
     }
-    let model = Model::new(&task.model, &Device::Cpu)?;
-    let filter = FilterConfig::new(task.significance, FILTER_EPS)?;
-    let mut replica = Replica::new(model, &task.training.optimizer, task.training.loss, filter)?;
-    replica.set_learning_rate(task.lr);
-    replica.set_half_pushes(task.half_values);
-
-    let at = |clock| {
-        task.wait_for_clock.then_some(PullClock {
-            worker: task.worker,
-            clock,
-        })
-    };
-    let mut pulled_bytes = 0u64;
-    for (name, values) in client.pull_all(&task.job_id, at(task.clock)).await? {
-        pulled_bytes += values.len() as u64 * 4;
-        replica.set_dense(&name, 0, &values)?;
-    }
-    // pull_all carries no versions; entries changed since registration, pulled right after, are
-    // at least as new as what pull_all saw, so applying them leaves the replica at `versions`.
-    // From then on each pull carries only what was pushed since.
-    let (changed, mut versions) = client
-        .pull_changed(&task.job_id, &client.no_versions(), None)
-        .await?;
-    pulled_bytes += changed_bytes(&changed);
-    for c in changed {
-        replica.set_entries(&c.tensor, &c.indices, &c.values)?;
-    }
-
     let mut report = WorkerReport {
         worker: task.worker,
         steps: Vec::with_capacity(task.steps as usize),
@@ -157,9 +134,49 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
         seq: task.seq,
         drained: 0,
         drained_bytes: 0,
-        pulled_bytes,
+        pulled_bytes: 0,
         partition_len: n as u64,
     };
+    let (config, training, significance) =
+        (task.model.clone(), task.training.clone(), task.significance);
+    let (lr, half) = (task.lr, task.half_values);
+    let mut replica = blocking::run("building the model", move || {
+        let model = Model::new(&config, &Device::Cpu)?;
+        let filter = FilterConfig::new(significance, FILTER_EPS)?;
+        let mut replica = Replica::new(model, &training.optimizer, training.loss, filter)?;
+        replica.set_learning_rate(lr);
+        replica.set_half_pushes(half);
+        Ok(replica)
+    })
+    .await?;
+
+    let at = |clock| {
+        task.wait_for_clock.then_some(PullClock {
+            worker: task.worker,
+            clock,
+        })
+    };
+    let values = match client.pull_all(&task.job_id, at(task.clock)).await {
+        Ok(values) => values,
+        // Stopped before this invocation trained anything: nothing to push.
+        Err(e) if e.is_job_stopping() => return Ok(report),
+        Err(e) => return Err(e.into()),
+    };
+    for (name, values) in values {
+        report.pulled_bytes += values.len() as u64 * 4;
+        replica.set_dense(&name, 0, &values)?;
+    }
+    // pull_all carries no versions; entries changed since registration, pulled right after, are
+    // at least as new as what pull_all saw, so applying them leaves the replica at `versions`.
+    // From then on each pull carries only what was pushed since.
+    let (changed, mut versions) = client
+        .pull_changed(&task.job_id, &client.no_versions(), None)
+        .await?;
+    report.pulled_bytes += changed_bytes(&changed);
+    for c in changed {
+        replica.set_entries(&c.tensor, &c.indices, &c.values)?;
+    }
+
     let batch = task.training.batch_size.min(n);
     let mut slowest_step = Duration::ZERO;
     for _ in 0..task.steps {
@@ -178,9 +195,15 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
                 except_worker: Some(task.worker),
                 half: task.half_values,
             };
-            let (changed, v) = client
+            let (changed, v) = match client
                 .pull_changed_with(&task.job_id, &versions, options)
-                .await?;
+                .await
+            {
+                Ok(answer) => answer,
+                // The job stopped while this worker waited at the barrier.
+                Err(e) if e.is_job_stopping() => break,
+                Err(e) => return Err(e.into()),
+            };
             versions = v;
             report.pulled_bytes += changed_bytes(&changed);
             for c in changed {
@@ -188,9 +211,20 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
             }
         }
         let rows = batch_rows(report.cursor, batch, n);
-        let idx = Tensor::from_vec(rows, batch, &Device::Cpu)?;
-        let loss = replica.train_step(&x.index_select(&idx, 0)?, &y.index_select(&idx, 0)?)?;
-        let (deltas, stats) = replica.take_significant()?;
+        let (xs, ys) = (x.clone(), y.clone());
+        let (back, stepped) = blocking::run("a training step", move || {
+            let stepped = (|| {
+                let idx = Tensor::from_vec(rows, batch, &Device::Cpu)?;
+                let loss =
+                    replica.train_step(&xs.index_select(&idx, 0)?, &ys.index_select(&idx, 0)?)?;
+                let (deltas, stats) = replica.take_significant()?;
+                Ok::<_, TrainerError>((loss, deltas, stats))
+            })();
+            Ok((replica, stepped))
+        })
+        .await?;
+        replica = back;
+        let (loss, deltas, stats) = stepped?;
         let pushed = push(&client, &task, &mut report, deltas).await?;
         report.clock += 1;
         let clock = client

@@ -3,17 +3,27 @@
 //! e2e crate). Digits must reach the job's target under each synchronization mode.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use cumulus_param_store::ShardConfig;
+use cumulus_runtime::CancellationToken;
 use cumulus_trainer::coordinator::{RunOptions, run_job};
 use cumulus_trainer::evaluate::JobMetric;
-use cumulus_trainer::invoker::InProcessInvoker;
+use cumulus_trainer::invoker::{InProcessInvoker, InvokeError, InvokeFuture, Invoker};
 use cumulus_trainer::job::{JobSpec, WirePrecision};
-use cumulus_trainer::report::{JobState, JobStatus, METRICS_FILE, Metrics};
+use cumulus_trainer::report::{JobState, JobStatus, JobSummary, METRICS_FILE};
+use cumulus_trainer::worker::WorkerTask;
 use tokio::sync::watch;
 
 mod common;
+
+/// A real shard on 127.0.0.1:0 keeping its files under `dir/store`.
+async fn shard(dir: &std::path::Path) -> cumulus_param_store::ShardHandle {
+    let mut config = ShardConfig::new("127.0.0.1:0".parse().unwrap(), dir.join("store"));
+    config.wal_fsync = false;
+    cumulus_param_store::run(config).await.unwrap()
+}
 
 fn digits_job(sync: &str, v: f32, out: &std::path::Path) -> JobSpec {
     let head = format!(
@@ -26,7 +36,7 @@ fn digits_job(sync: &str, v: f32, out: &std::path::Path) -> JobSpec {
     JobSpec::from_toml_str("test.toml", &text).expect("the test job is valid")
 }
 
-async fn train(sync: &str, v: f32) -> (Metrics, JobStatus, tempfile::TempDir) {
+async fn train(sync: &str, v: f32) -> (JobSummary, JobStatus, tempfile::TempDir) {
     train_at(sync, v, WirePrecision::F32).await
 }
 
@@ -34,11 +44,9 @@ async fn train_at(
     sync: &str,
     v: f32,
     precision: WirePrecision,
-) -> (Metrics, JobStatus, tempfile::TempDir) {
+) -> (JobSummary, JobStatus, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let mut shard = ShardConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("store"));
-    shard.wal_fsync = false;
-    let shard = cumulus_param_store::run(shard).await.unwrap();
+    let shard = shard(dir.path()).await;
     let out = dir.path().join("model");
     let mut job = digits_job(sync, v, &out);
     job.workers.wire_precision = precision;
@@ -46,7 +54,7 @@ async fn train_at(
         job_id: job.name.clone(),
         work_dir: dir.path().join("jobs"),
         store: vec![shard.addr.to_string()],
-        cancel: None,
+        cancel: CancellationToken::new(),
     };
     let invoker = Arc::new(InProcessInvoker {
         time_limit: Duration::from_secs(120),
@@ -54,12 +62,12 @@ async fn train_at(
     let (tx, rx) = watch::channel(JobStatus::new(&job.name, JobMetric::Accuracy, 2));
     let outcome = run_job(&job, &options, invoker, tx).await.unwrap();
     assert_eq!(outcome.output_dir, out);
-    let written: Metrics =
+    let written: JobSummary =
         serde_json::from_str(&std::fs::read_to_string(out.join(METRICS_FILE)).unwrap()).unwrap();
-    assert_eq!(written, outcome.metrics);
+    assert_eq!(written, outcome.summary);
     shard.stop().await.unwrap();
     let status = rx.borrow().clone();
-    (outcome.metrics, status, dir)
+    (outcome.summary, status, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -101,7 +109,7 @@ async fn ssp_and_asp_reach_the_target_too() {
 async fn the_filter_sends_a_fraction_of_what_v_zero_sends() {
     let (all, _, _d0) = train("bsp", 0.0).await;
     let (filtered, _, _d1) = train("bsp", 0.3).await;
-    let share = |m: &Metrics| m.entries_sent as f64 / m.entries_considered as f64;
+    let share = |m: &JobSummary| m.entries_sent as f64 / m.entries_considered as f64;
     // v = 0 holds back only exact zeros (pixels that are always blank never get a gradient).
     assert!(share(&all) > 0.5, "v = 0 sent {:.3}", share(&all));
     assert!(
@@ -131,20 +139,18 @@ async fn values_in_f16_reach_the_target_with_fewer_bytes_per_entry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancelled_job_stops_after_the_current_invocations_and_writes_its_model() {
     let dir = tempfile::tempdir().unwrap();
-    let mut shard = ShardConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("store"));
-    shard.wal_fsync = false;
-    let shard = cumulus_param_store::run(shard).await.unwrap();
+    let shard = shard(dir.path()).await;
     let out = dir.path().join("model");
     let mut job = digits_job("bsp", 0.1, &out);
     // A target no model reaches: only the cancel can end it early.
     job.stop.target_accuracy = Some(1.0);
     job.stop.max_epochs = Some(10_000);
-    let (cancel_tx, cancel_rx) = watch::channel(false);
+    let cancel = CancellationToken::new();
     let options = RunOptions {
         job_id: job.name.clone(),
         work_dir: dir.path().join("jobs"),
         store: vec![shard.addr.to_string()],
-        cancel: Some(cancel_rx),
+        cancel: cancel.clone(),
     };
     let invoker = Arc::new(InProcessInvoker {
         time_limit: Duration::from_secs(120),
@@ -153,16 +159,16 @@ async fn a_cancelled_job_stops_after_the_current_invocations_and_writes_its_mode
     let run = tokio::spawn(async move { run_job(&job, &options, invoker, tx).await });
     // Cancel once the first round was evaluated.
     rx.wait_for(|s| s.metric_value.is_some()).await.unwrap();
-    cancel_tx.send(true).unwrap();
+    cancel.cancel();
     let outcome = run.await.unwrap().unwrap();
     let status = rx.borrow().clone();
     assert_eq!(status.state, JobState::Cancelled);
-    assert_eq!(outcome.metrics.stop_reason.as_deref(), Some("cancelled"));
+    assert_eq!(outcome.summary.stop_reason.as_deref(), Some("cancelled"));
     assert!(out.join(METRICS_FILE).is_file());
     assert!(
-        outcome.metrics.epochs < 100.0,
+        outcome.summary.epochs < 100.0,
         "{:?}",
-        outcome.metrics.epochs
+        outcome.summary.epochs
     );
     shard.stop().await.unwrap();
 }
@@ -170,9 +176,7 @@ async fn a_cancelled_job_stops_after_the_current_invocations_and_writes_its_mode
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checkpoints_are_loadable_model_folders_and_only_the_newest_three_remain() {
     let dir = tempfile::tempdir().unwrap();
-    let mut shard = ShardConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("store"));
-    shard.wal_fsync = false;
-    let shard = cumulus_param_store::run(shard).await.unwrap();
+    let shard = shard(dir.path()).await;
     let out = dir.path().join("model");
     let mut job = digits_job("bsp", 0.1, &out);
     // A fixed length (no target) of 2 workers x 20 steps a round: about 9 rounds of 40 steps.
@@ -186,7 +190,7 @@ async fn checkpoints_are_loadable_model_folders_and_only_the_newest_three_remain
         job_id: job.name.clone(),
         work_dir: dir.path().join("jobs"),
         store: vec![shard.addr.to_string()],
-        cancel: None,
+        cancel: CancellationToken::new(),
     };
     let invoker = Arc::new(InProcessInvoker {
         time_limit: Duration::from_secs(120),
@@ -194,7 +198,7 @@ async fn checkpoints_are_loadable_model_folders_and_only_the_newest_three_remain
     let (tx, _rx) = watch::channel(JobStatus::new(&job.name, JobMetric::Accuracy, 2));
     let outcome = run_job(&job, &options, invoker, tx).await.unwrap();
     shard.stop().await.unwrap();
-    let m = outcome.metrics;
+    let m = outcome.summary;
     assert!(
         m.steps >= 5 * 50,
         "only {} steps: too few to test pruning",
@@ -248,4 +252,116 @@ async fn checkpoints_are_loadable_model_folders_and_only_the_newest_three_remain
         all
     };
     assert_ne!(weights(&oldest), weights(&newest));
+}
+
+/// Worker 0 trains for real; worker 1's invocations never reach an instance (as if its instance
+/// never came up): they wait until they are cancelled. So worker 0 ends up waiting at the BSP
+/// barrier for worker 1. Every call made after the test saw the job cancelled is counted.
+struct OneStuckWorker {
+    real: InProcessInvoker,
+    calls: AtomicU64,
+    cancel_seen: Arc<AtomicBool>,
+    calls_after_cancel: AtomicU64,
+}
+
+impl Invoker for OneStuckWorker {
+    fn invoke(&self, task: WorkerTask, cancel: CancellationToken) -> InvokeFuture<'_> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.cancel_seen.load(Ordering::SeqCst) {
+            self.calls_after_cancel.fetch_add(1, Ordering::SeqCst);
+        }
+        if task.worker == 0 {
+            return self.real.invoke(task, cancel);
+        }
+        Box::pin(async move {
+            cancel.cancelled().await;
+            Err(InvokeError::Cancelled)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancel_reaches_a_worker_waiting_at_the_barrier() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = shard(dir.path()).await;
+    let out = dir.path().join("model");
+    let mut job = digits_job("bsp", 0.1, &out);
+    job.stop.target_accuracy = Some(1.0);
+    job.stop.max_epochs = Some(10_000);
+    job.training.steps_per_invocation = 1_000;
+    let cancel = CancellationToken::new();
+    let options = RunOptions {
+        job_id: job.name.clone(),
+        work_dir: dir.path().join("jobs"),
+        store: vec![shard.addr.to_string()],
+        cancel: cancel.clone(),
+    };
+    let cancel_seen = Arc::new(AtomicBool::new(false));
+    let invoker = Arc::new(OneStuckWorker {
+        real: InProcessInvoker {
+            time_limit: Duration::from_secs(600),
+        },
+        calls: AtomicU64::new(0),
+        cancel_seen: cancel_seen.clone(),
+        calls_after_cancel: AtomicU64::new(0),
+    });
+    let (tx, mut rx) = watch::channel(JobStatus::new(&job.name, JobMetric::Accuracy, 2));
+    let job_id = job.name.clone();
+    let counting = invoker.clone();
+    let run = tokio::spawn(async move { run_job(&job, &options, counting, tx).await });
+
+    // Worker 0 has run its first step (clock 1) and now waits for worker 1 at clock 0.
+    let client = cumulus_param_store::ParamStoreClient::connect(
+        &[shard.addr.to_string()],
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let waiting = async {
+        loop {
+            let stats = client.stats().await.unwrap();
+            let at_barrier = stats
+                .iter()
+                .flat_map(|s| &s.jobs)
+                .any(|j| j.job_id == job_id && j.max_clock >= 1 && j.min_clock == 0);
+            if at_barrier {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), waiting)
+        .await
+        .expect("worker 0 reaches the barrier");
+    // The status says so while it waits.
+    let limit = Duration::from_secs(60);
+    tokio::time::timeout(limit, rx.wait_for(|s| s.phase.contains("barrier")))
+        .await
+        .expect("the phase names the barrier")
+        .unwrap();
+
+    cancel.cancel();
+    tokio::time::timeout(limit, rx.wait_for(|s| s.state == JobState::Cancelled))
+        .await
+        .expect("the cancel is seen")
+        .unwrap();
+    cancel_seen.store(true, Ordering::SeqCst);
+    // Without the store ending the barrier wait, worker 0 would wait out its 300 s clock limit.
+    let outcome = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("a cancelled job ends while its worker waits at the barrier")
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome.summary.stop_reason.as_deref(), Some("cancelled"));
+    assert!(out.join(METRICS_FILE).is_file());
+    assert!(out.join("model.safetensors").is_file());
+    assert_eq!(invoker.calls_after_cancel.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        invoker.calls.load(Ordering::SeqCst),
+        2,
+        "one invocation per worker"
+    );
+    let last = rx.borrow().clone();
+    assert_eq!(last.invocations_started, 2);
+    shard.stop().await.unwrap();
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use cumulus_param_store::ShardConfig;
-use cumulus_trainer::invoker::{InProcessInvoker, Invoker};
+use cumulus_service::auth::BearerTokens;
+use cumulus_trainer::fleet::InProcessFleet;
 use cumulus_trainer::jobs::{JobManager, ManagerConfig, http};
 use futures::StreamExt;
 use serde_json::Value;
@@ -31,12 +32,10 @@ fn manager(work_dir: &std::path::Path, store: String, max_active: usize) -> JobM
     let mut config = ManagerConfig::new(work_dir, vec![store]);
     config.max_running = 1;
     config.max_active = max_active;
-    let factory = Arc::new(|_id: &str| -> Arc<dyn Invoker> {
-        Arc::new(InProcessInvoker {
-            time_limit: Duration::from_secs(120),
-        })
+    let fleet = Arc::new(InProcessFleet {
+        time_limit: Duration::from_secs(120),
     });
-    JobManager::new(config, factory)
+    JobManager::new(config, fleet)
 }
 
 async fn call(app: axum::Router, request: Request<Body>) -> (StatusCode, Value) {
@@ -65,7 +64,10 @@ fn error_of(value: &Value) -> &str {
 #[tokio::test]
 async fn a_bad_job_file_is_a_400_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    let app = http::router(manager(dir.path(), "127.0.0.1:9".into(), 4), None);
+    let app = http::router(
+        manager(dir.path(), "127.0.0.1:9".into(), 4),
+        BearerTokens::default(),
+    );
     let bad = digits_job(0.95, 60).replace("count = 2", "count = 0");
     let (status, body) = call(app.clone(), post(bad)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
@@ -87,7 +89,10 @@ async fn a_bad_job_file_is_a_400_naming_the_key() {
 #[tokio::test]
 async fn an_unknown_job_is_a_404() {
     let dir = tempfile::tempdir().unwrap();
-    let app = http::router(manager(dir.path(), "127.0.0.1:9".into(), 4), None);
+    let app = http::router(
+        manager(dir.path(), "127.0.0.1:9".into(), 4),
+        BearerTokens::default(),
+    );
     for request in [
         Request::get("/v1/jobs/nope-1").body(Body::empty()).unwrap(),
         Request::get("/v1/jobs/nope-1/events")
@@ -108,7 +113,7 @@ async fn a_missing_or_wrong_token_is_a_401_when_tokens_are_configured() {
     let dir = tempfile::tempdir().unwrap();
     let app = http::router(
         manager(dir.path(), "127.0.0.1:9".into(), 4),
-        Some(vec!["s3cret".to_string()]),
+        BearerTokens::new(vec!["s3cret".to_string()]),
     );
     let (status, body) = call(
         app.clone(),
@@ -134,7 +139,10 @@ async fn a_missing_or_wrong_token_is_a_401_when_tokens_are_configured() {
 #[tokio::test]
 async fn an_oversized_body_is_a_413() {
     let dir = tempfile::tempdir().unwrap();
-    let app = http::router(manager(dir.path(), "127.0.0.1:9".into(), 4), None);
+    let app = http::router(
+        manager(dir.path(), "127.0.0.1:9".into(), 4),
+        BearerTokens::default(),
+    );
     let huge = "#".repeat(http::MAX_BODY_BYTES + 1);
     let (status, body) = call(app, post(huge)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
@@ -146,7 +154,10 @@ async fn an_oversized_body_is_a_413() {
 #[tokio::test]
 async fn too_many_jobs_is_a_429() {
     let dir = tempfile::tempdir().unwrap();
-    let app = http::router(manager(dir.path(), "127.0.0.1:9".into(), 1), None);
+    let app = http::router(
+        manager(dir.path(), "127.0.0.1:9".into(), 1),
+        BearerTokens::default(),
+    );
     let (status, body) = call(app.clone(), post(digits_job(0.95, 60))).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert!(
@@ -199,7 +210,7 @@ async fn start_server() -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-    let app = http::router(manager.clone(), None);
+    let app = http::router(manager.clone(), BearerTokens::default());
     let served = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async {

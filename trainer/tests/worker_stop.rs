@@ -10,8 +10,8 @@ use cumulus_param_store::client::ClientConfig;
 use cumulus_param_store::{ParamStoreClient, ShardConfig};
 use cumulus_proto::paramstore::v1 as pb;
 use cumulus_trainer::coordinator::tensor_specs;
+use cumulus_trainer::data_shards;
 use cumulus_trainer::job::JobSpec;
-use cumulus_trainer::partition;
 use cumulus_trainer::worker::{WorkerTask, run_task};
 
 mod common;
@@ -51,8 +51,8 @@ async fn an_invocation_returns_after_its_current_step_once_the_job_is_stopping()
         &Device::Cpu,
     )
     .unwrap();
-    let url = partition::file_url(&dir.path().join("part-0")).unwrap();
-    partition::write(&url, &x, &y).await.unwrap();
+    let url = data_shards::file_url(&dir.path().join("part-0")).unwrap();
+    data_shards::write(&url, &x, &y).await.unwrap();
 
     let task = WorkerTask {
         job_id: "stop".into(),

@@ -227,7 +227,18 @@ pub struct WorkersSpec {
     /// (error feedback: nothing is lost, only delayed, like the filter itself).
     #[serde(default)]
     pub wire_precision: WirePrecision,
+    /// Time limit of one worker invocation, seconds (the function's timeout; Lambda's maximum
+    /// is 900). A worker pushes what it holds and returns before it.
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
 }
+
+fn default_timeout_secs() -> u64 {
+    120
+}
+
+/// Longest worker invocation, seconds (Lambda's 15 minutes).
+pub const MAX_TIMEOUT_SECS: u64 = 900;
 
 /// `[workers] wire_precision`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -442,6 +453,15 @@ impl JobSpec {
                 ),
             );
         }
+        if !(1..=MAX_TIMEOUT_SECS).contains(&self.workers.timeout_secs) {
+            return bad(
+                "workers.timeout_secs",
+                format!(
+                    "must be in 1..={MAX_TIMEOUT_SECS}, got {}",
+                    self.workers.timeout_secs
+                ),
+            );
+        }
         let v = self.workers.significance;
         if !(v.is_finite() && v >= 0.0) {
             return bad(
@@ -532,4 +552,4 @@ impl OptimizerExt for OptimizerConfig {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -2,7 +2,8 @@
 
 use super::*;
 
-const MINIMAL: &str = r#"
+/// The smallest valid job file; other modules' tests start from it too.
+pub(crate) const MINIMAL: &str = r#"
     name = "t"
     [model]
     arch = "logreg"

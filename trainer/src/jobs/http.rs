@@ -10,20 +10,22 @@
 //! | `DELETE /v1/jobs/{id}` | cancels it; the job as it stands |
 //!
 //! Errors are `{"error": "..."}`: 400 bad job file, 401 missing or wrong bearer token, 404
-//! unknown job, 413 body too large, 429 too many jobs, 503 shutting down.
+//! unknown job, 413 body too large, 422 a job this control plane cannot run as written (the
+//! limit is named), 429 too many jobs, 503 shutting down.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use cumulus_service::auth::{BearerTokens, require_bearer};
+use cumulus_service::error::json_error;
 use futures::Stream;
 use serde_json::json;
 use tokio::sync::watch;
@@ -39,8 +41,6 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 pub enum ApiError {
     #[error(transparent)]
     Jobs(#[from] JobsError),
-    #[error("missing or wrong bearer token")]
-    Unauthorized,
     #[error("the request body is larger than {MAX_BODY_BYTES} bytes")]
     BodyTooLarge,
     #[error("unreadable request body: {0}")]
@@ -52,80 +52,34 @@ impl IntoResponse for ApiError {
         let status = match &self {
             ApiError::Jobs(e) => match e {
                 JobsError::BadJob(_) => StatusCode::BAD_REQUEST,
+                JobsError::Unrunnable(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 JobsError::UnknownJob(_) => StatusCode::NOT_FOUND,
                 JobsError::TooManyJobs { .. } => StatusCode::TOO_MANY_REQUESTS,
                 JobsError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             },
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
         };
-        let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-        }
-        response
+        json_error(status, self.to_string())
     }
 }
 
 #[derive(Clone)]
 struct AppState {
     manager: JobManager,
-    /// Accepted bearer tokens; empty means no authentication.
-    tokens: Arc<Vec<String>>,
 }
 
-/// The job API. With `auth` holding at least one token, every request needs
-/// `Authorization: Bearer <token>` with one of them.
-pub fn router(manager: JobManager, auth: Option<Vec<String>>) -> Router {
-    let state = AppState {
-        manager,
-        tokens: Arc::new(auth.unwrap_or_default()),
-    };
+/// The job API. With at least one token, every request needs `Authorization: Bearer <token>`
+/// with one of them.
+pub fn router(manager: JobManager, tokens: BearerTokens) -> Router {
+    let state = AppState { manager };
     Router::new()
         .route("/v1/jobs", post(submit).get(list))
         .route("/v1/jobs/{id}", get(get_job).delete(cancel))
         .route("/v1/jobs/{id}/events", get(events))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(tokens, require_bearer))
         .with_state(state)
-}
-
-async fn require_token(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    if !state.tokens.is_empty() {
-        let offered = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        // Every token is compared in full, so the time taken does not say which one came close.
-        let matched = state
-            .tokens
-            .iter()
-            .fold(false, |ok, token| ok | constant_time_eq(offered, token));
-        if offered.is_empty() || !matched {
-            return Err(ApiError::Unauthorized);
-        }
-    }
-    Ok(next.run(request).await)
-}
-
-/// Equality whose time depends only on the lengths, never on where the strings differ.
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut diff = u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
-    }
-    diff == 0
 }
 
 #[tracing::instrument(skip_all)]
@@ -228,18 +182,4 @@ fn status_event(st: &JobStatus) -> Event {
     Event::default()
         .event("status")
         .data(serde_json::to_string(st).unwrap_or_else(|_| "{}".to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn constant_time_eq_is_equality() {
-        assert!(constant_time_eq("abc", "abc"));
-        assert!(!constant_time_eq("abc", "abd"));
-        assert!(!constant_time_eq("abc", "ab"));
-        assert!(!constant_time_eq("", "a"));
-        assert!(constant_time_eq("", ""));
-    }
 }

@@ -1,6 +1,12 @@
-//! The job manager: the transport-agnostic core of the job API (DESIGN.md §5). It accepts
-//! validated [`JobSpec`]s, runs each with [`run_job`] in its own task, and answers list, get,
-//! subscribe and cancel. [`http`] only translates these calls to REST and server-sent events.
+//! The job manager: the transport-agnostic core of the job API (DESIGN.md §5), used by
+//! `cumulus up` and `cumulus train` alike. It accepts validated [`JobSpec`]s, runs each with
+//! [`run_job`] in its own task, and answers list, get, subscribe and cancel. [`http`] only
+//! translates these calls to REST and server-sent events.
+//!
+//! A job goes through `queued` (waiting for a running slot, then for room for its workers on
+//! the [`WorkerFleet`]), `running`, and one of `succeeded`, `failed`, `cancelled`; its status's
+//! `phase` says what it waits for. A job the fleet could never run (a tier the platform does not
+//! offer, more workers than its capacity) is refused at submission with the limit named.
 //!
 //! Everything is bounded: at most `max_active` jobs are running or queued (more are refused with
 //! [`JobsError::TooManyJobs`]), at most `max_running` run at once, and at most `max_finished`
@@ -9,18 +15,15 @@
 //! ```no_run
 //! # use std::sync::Arc;
 //! # use std::time::Duration;
-//! # use cumulus_trainer::invoker::{InProcessInvoker, Invoker};
+//! # use cumulus_trainer::fleet::InProcessFleet;
 //! # use cumulus_trainer::jobs::{JobManager, ManagerConfig};
 //! # async fn demo(job: cumulus_trainer::job::JobSpec) -> Result<(), cumulus_trainer::jobs::JobsError> {
 //! let config = ManagerConfig::new("/tmp/cumulus-jobs", vec!["127.0.0.1:7000".into()]);
-//! let factory = Arc::new(|_id: &str| -> Arc<dyn Invoker> {
-//!     Arc::new(InProcessInvoker { time_limit: Duration::from_secs(60) })
-//! });
-//! let manager = JobManager::new(config, factory);
+//! let fleet = Arc::new(InProcessFleet { time_limit: Duration::from_secs(60) });
+//! let manager = JobManager::new(config, fleet);
 //! let id = manager.submit(job)?;
-//! let mut progress = manager.subscribe(&id)?;
-//! while progress.changed().await.is_ok() {}
-//! println!("{:?}", manager.get(&id)?.status.state);
+//! let ended = manager.wait(&id).await?;
+//! println!("{:?}", ended.state);
 //! # Ok(()) }
 //! ```
 
@@ -30,24 +33,30 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use cumulus_runtime::CancellationToken;
 use serde::Serialize;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::coordinator::{RunOptions, run_job};
 use crate::evaluate::JobMetric;
-use crate::invoker::Invoker;
+use crate::fleet::{ReserveError, WorkerFleet};
 use crate::job::{JobError, JobSpec};
-use crate::report::{JobState, JobStatus, Metrics};
+use crate::metrics as m;
+use crate::report::{JobState, JobStatus, JobSummary};
 
-/// Makes the invoker of one job, given its id.
-pub type InvokerFactory = Arc<dyn Fn(&str) -> Arc<dyn Invoker> + Send + Sync>;
+/// How often a job waiting for room for its workers tries again without being told.
+const CAPACITY_RETRY: Duration = Duration::from_secs(2);
 
 /// What the job API can refuse; each variant maps to one HTTP status in [`http`].
 #[derive(Debug, thiserror::Error)]
 pub enum JobsError {
     #[error(transparent)]
     BadJob(#[from] JobError),
+    /// A valid job this control plane cannot run as written; the message names the limit.
+    #[error("the job cannot run here: {0}")]
+    Unrunnable(String),
     #[error("no job {0:?}")]
     UnknownJob(String),
     #[error("too many jobs: {active} are running or queued, the limit is {limit}")]
@@ -90,12 +99,14 @@ pub struct JobView {
     pub id: String,
     pub name: String,
     pub state: JobState,
-    /// False while it waits for a free slot.
+    /// False while it waits for a running slot or for room for its workers.
     pub started: bool,
     pub status: JobStatus,
-    /// The final metrics of a job that ended with a model.
+    /// Where its model folder, metrics.json and plots are written.
+    pub output: PathBuf,
+    /// The final summary (`metrics.json`) of a job that ended with a model.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<Metrics>,
+    pub metrics: Option<JobSummary>,
     /// Why a failed job failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -106,18 +117,21 @@ struct Entry {
     seq: u64,
     started: bool,
     finished: bool,
+    output: PathBuf,
     status: watch::Receiver<JobStatus>,
-    cancel: watch::Sender<bool>,
-    metrics: Option<Metrics>,
+    cancel: CancellationToken,
+    metrics: Option<JobSummary>,
     error: Option<String>,
 }
 
 struct Inner {
     config: ManagerConfig,
-    factory: InvokerFactory,
+    fleet: Arc<dyn WorkerFleet>,
     running: Arc<Semaphore>,
     jobs: Mutex<BTreeMap<String, Entry>>,
     counter: AtomicU64,
+    /// Told whenever a job gives its workers back.
+    capacity_freed: Notify,
 }
 
 /// Submits, runs, lists and cancels training jobs. Cheap to clone; clones share the jobs.
@@ -127,17 +141,25 @@ pub struct JobManager {
 }
 
 impl JobManager {
-    pub fn new(config: ManagerConfig, factory: InvokerFactory) -> Self {
+    pub fn new(config: ManagerConfig, fleet: Arc<dyn WorkerFleet>) -> Self {
         let running = Arc::new(Semaphore::new(config.max_running.max(1)));
         Self {
             inner: Arc::new(Inner {
                 config,
-                factory,
+                fleet,
                 running,
                 jobs: Mutex::new(BTreeMap::new()),
                 counter: AtomicU64::new(0),
+                capacity_freed: Notify::new(),
             }),
         }
+    }
+
+    fn jobs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
+        self.inner
+            .jobs
+            .lock()
+            .expect("the jobs lock is never poisoned")
     }
 
     /// Parses and validates a job file body (`json` picks JSON over TOML), then submits it.
@@ -150,22 +172,32 @@ impl JobManager {
         self.submit(job)
     }
 
-    /// Queues a validated job and returns its id; it starts when a running slot is free.
-    pub fn submit(&self, job: JobSpec) -> Result<String, JobsError> {
+    /// Queues a validated job and returns its id; it starts when a running slot is free and its
+    /// workers fit. Refused at once when its workers could never run here.
+    pub fn submit(&self, mut job: JobSpec) -> Result<String, JobsError> {
         let inner = &self.inner;
         if inner.running.is_closed() {
             return Err(JobsError::ShuttingDown);
         }
+        inner
+            .fleet
+            .check(&job)
+            .map_err(|e| JobsError::Unrunnable(e.to_string()))?;
         let seq = inner.counter.fetch_add(1, Ordering::Relaxed) + 1;
         let id = format!("{}-{seq}", job.name);
-        let (status_tx, status_rx) = watch::channel(JobStatus::new(
+        if job.output.is_none() {
+            job.output = Some(inner.config.work_dir.join(&id).join("model"));
+        }
+        let mut initial = JobStatus::new(
             &id,
             JobMetric::for_loss(job.training.loss),
             job.workers.count,
-        ));
-        let (cancel_tx, cancel_rx) = watch::channel(false);
+        );
+        initial.phase = "queued: waiting for a running slot".to_string();
+        let (status_tx, status_rx) = watch::channel(initial);
+        let cancel = CancellationToken::new();
         {
-            let mut jobs = inner.jobs.lock().expect("the jobs lock is never poisoned");
+            let mut jobs = self.jobs();
             let active = jobs.values().filter(|e| !e.finished).count();
             if active >= inner.config.max_active {
                 return Err(JobsError::TooManyJobs {
@@ -180,90 +212,157 @@ impl JobManager {
                     seq,
                     started: false,
                     finished: false,
+                    output: job.output_dir(),
                     status: status_rx,
-                    cancel: cancel_tx,
+                    cancel: cancel.clone(),
                     metrics: None,
                     error: None,
                 },
             );
+            report_counts(&jobs);
         }
         tracing::info!(job = %id, "job submitted");
-        tokio::spawn(self.clone().drive(id.clone(), job, status_tx, cancel_rx));
+        tokio::spawn(self.clone().drive(id.clone(), job, status_tx, cancel));
         Ok(id)
     }
 
-    /// Waits for a slot, runs the job, records how it ended and closes its progress channel.
+    /// Waits for a slot and for room for the workers, runs the job, gives the workers back,
+    /// records how it ended and closes its progress channel.
     async fn drive(
         self,
         id: String,
-        mut job: JobSpec,
+        job: JobSpec,
         status: watch::Sender<JobStatus>,
-        mut cancel: watch::Receiver<bool>,
+        cancel: CancellationToken,
     ) {
         let inner = &self.inner;
+        let queued = |phase: String| {
+            status.send_modify(|st| {
+                st.state = JobState::Queued;
+                st.phase = phase;
+            });
+        };
+        let limit = inner.config.max_running;
+        queued(format!(
+            "queued: waiting for a running slot ({limit} job(s) run at once)"
+        ));
         // A cancel that has already arrived wins over a slot that is free at the same time.
         let permit = tokio::select! {
             biased;
-            _ = cancel.wait_for(|&c| c) => None,
+            () = cancel.cancelled() => None,
             permit = inner.running.clone().acquire_owned() => permit.ok(),
         };
-        let Some(_permit) = permit else {
-            // Cancelled (or shut down) before it started: nothing ran, nothing to write.
-            status.send_modify(|st| {
-                st.state = JobState::Cancelled;
-                st.stop_reason = Some("cancelled before it started".to_string());
-            });
-            self.finish(&id, None, None);
-            return;
+        let invoker = match permit {
+            Some(_) => self.reserve(&id, &job, &cancel, &queued).await,
+            None => Err(None),
         };
+        let invoker = match invoker {
+            Ok(invoker) => invoker,
+            Err(None) => {
+                // Cancelled (or shut down) before it started: nothing ran, nothing to write.
+                status.send_modify(|st| {
+                    st.state = JobState::Cancelled;
+                    st.phase = "cancelled before it started".to_string();
+                    st.stop_reason = Some("cancelled before it started".to_string());
+                });
+                self.finish(&id, JobState::Cancelled, None, None);
+                return;
+            }
+            Err(Some(reason)) => {
+                tracing::warn!(job = %id, %reason, "job cannot start");
+                status.send_modify(|st| {
+                    st.state = JobState::Failed;
+                    st.phase = "failed".to_string();
+                    st.stop_reason = Some(reason.clone());
+                });
+                self.finish(&id, JobState::Failed, None, Some(reason));
+                return;
+            }
+        };
+        // Keep the slot until the job has ended.
+        let _permit = permit;
         self.update(&id, |e| e.started = true);
-        let work_dir = inner.config.work_dir.join(&id);
-        if job.output.is_none() {
-            job.output = Some(work_dir.join("model"));
-        }
         let options = RunOptions {
             job_id: id.clone(),
-            work_dir,
+            work_dir: inner.config.work_dir.join(&id),
             store: inner.config.store.clone(),
-            cancel: Some(cancel),
+            cancel,
         };
-        let invoker = (inner.factory)(&id);
         tracing::info!(job = %id, "job started");
-        match run_job(&job, &options, invoker, status.clone()).await {
+        let result = run_job(&job, &options, invoker, status.clone()).await;
+        inner.fleet.release(&id).await;
+        inner.capacity_freed.notify_waiters();
+        match result {
             Ok(outcome) => {
                 let state = status.borrow().state;
                 tracing::info!(job = %id, ?state, "job ended");
-                self.finish(&id, Some(outcome.metrics), None);
+                self.finish(&id, state, Some(outcome.summary), None);
             }
             Err(e) => {
                 tracing::warn!(job = %id, error = %e, "job failed");
                 status.send_modify(|st| {
                     st.state = JobState::Failed;
+                    st.phase = "failed".to_string();
                     st.stop_reason = Some(e.to_string());
                 });
-                self.finish(&id, None, Some(e.to_string()));
+                self.finish(&id, JobState::Failed, None, Some(e.to_string()));
             }
         }
         // Dropping `status` here closes every subscriber's channel: the job has ended.
     }
 
-    fn update(&self, id: &str, f: impl FnOnce(&mut Entry)) {
-        let mut jobs = self
-            .inner
-            .jobs
-            .lock()
-            .expect("the jobs lock is never poisoned");
-        if let Some(entry) = jobs.get_mut(id) {
-            f(entry);
+    /// Reserves the job's workers, waiting while they do not fit beside the running jobs.
+    /// `Err(None)`: cancelled or shut down; `Err(Some(why))`: they can never run.
+    async fn reserve(
+        &self,
+        id: &str,
+        job: &JobSpec,
+        cancel: &CancellationToken,
+        queued: &impl Fn(String),
+    ) -> Result<Arc<dyn crate::invoker::Invoker>, Option<String>> {
+        let inner = &self.inner;
+        loop {
+            let freed = inner.capacity_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match inner.fleet.reserve(id, job) {
+                Ok(invoker) => return Ok(invoker),
+                Err(ReserveError::NotNow(why)) => {
+                    queued(format!("queued: waiting for room for its workers: {why}"));
+                    tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => return Err(None),
+                        () = &mut freed => {}
+                        () = tokio::time::sleep(CAPACITY_RETRY) => {}
+                    }
+                }
+                Err(ReserveError::Never(e)) => return Err(Some(e.to_string())),
+                Err(ReserveError::ShuttingDown) => return Err(None),
+            }
         }
     }
 
-    fn finish(&self, id: &str, metrics: Option<Metrics>, error: Option<String>) {
-        let mut jobs = self
-            .inner
-            .jobs
-            .lock()
-            .expect("the jobs lock is never poisoned");
+    fn update(&self, id: &str, f: impl FnOnce(&mut Entry)) {
+        let mut jobs = self.jobs();
+        if let Some(entry) = jobs.get_mut(id) {
+            f(entry);
+        }
+        report_counts(&jobs);
+    }
+
+    fn finish(
+        &self,
+        id: &str,
+        state: JobState,
+        metrics: Option<JobSummary>,
+        error: Option<String>,
+    ) {
+        m::job_ended(match state {
+            JobState::Succeeded => "succeeded",
+            JobState::Cancelled => "cancelled",
+            JobState::Queued | JobState::Running | JobState::Failed => "failed",
+        });
+        let mut jobs = self.jobs();
         if let Some(entry) = jobs.get_mut(id) {
             entry.finished = true;
             entry.metrics = metrics;
@@ -282,15 +381,12 @@ impl JobManager {
                 jobs.remove(&key);
             }
         }
+        report_counts(&jobs);
     }
 
     /// Every remembered job, oldest first.
     pub fn list(&self) -> Vec<JobView> {
-        let jobs = self
-            .inner
-            .jobs
-            .lock()
-            .expect("the jobs lock is never poisoned");
+        let jobs = self.jobs();
         let mut views: Vec<(u64, JobView)> = jobs
             .iter()
             .map(|(id, e)| (e.seq, view(id, e, false)))
@@ -301,12 +397,8 @@ impl JobManager {
 
     /// One job with its latest status, and its metrics or error once it has ended.
     pub fn get(&self, id: &str) -> Result<JobView, JobsError> {
-        let jobs = self
-            .inner
-            .jobs
-            .lock()
-            .expect("the jobs lock is never poisoned");
-        jobs.get(id)
+        self.jobs()
+            .get(id)
             .map(|e| view(id, e, true))
             .ok_or_else(|| JobsError::UnknownJob(id.to_string()))
     }
@@ -314,30 +406,30 @@ impl JobManager {
     /// The job's progress: the receiver sees every new status and reports the channel closed
     /// once the job has ended and its final status is in.
     pub fn subscribe(&self, id: &str) -> Result<watch::Receiver<JobStatus>, JobsError> {
-        let jobs = self
-            .inner
-            .jobs
-            .lock()
-            .expect("the jobs lock is never poisoned");
-        jobs.get(id)
+        self.jobs()
+            .get(id)
             .map(|e| e.status.clone())
             .ok_or_else(|| JobsError::UnknownJob(id.to_string()))
     }
 
-    /// Asks the job to stop: its workers finish their invocation and the model so far is
-    /// written. A finished job is left as it is. Returns the job as it stands.
+    /// Waits until the job has ended; then the job as get shows it.
+    pub async fn wait(&self, id: &str) -> Result<JobView, JobsError> {
+        let mut rx = self.subscribe(id)?;
+        while rx.changed().await.is_ok() {}
+        self.get(id)
+    }
+
+    /// Asks the job to stop: its workers finish the step they are in and push what they hold,
+    /// and the model so far is written. A finished job is left as it is. Returns the job as it
+    /// stands.
     pub fn cancel(&self, id: &str) -> Result<JobView, JobsError> {
-        let jobs = self
-            .inner
-            .jobs
-            .lock()
-            .expect("the jobs lock is never poisoned");
+        let jobs = self.jobs();
         let entry = jobs
             .get(id)
             .ok_or_else(|| JobsError::UnknownJob(id.to_string()))?;
         if !entry.finished {
             tracing::info!(job = %id, "job cancel requested");
-            entry.cancel.send_replace(true);
+            entry.cancel.cancel();
         }
         Ok(view(id, entry, false))
     }
@@ -346,15 +438,11 @@ impl JobManager {
     pub async fn shutdown(&self) {
         self.inner.running.close();
         let receivers: Vec<watch::Receiver<JobStatus>> = {
-            let jobs = self
-                .inner
-                .jobs
-                .lock()
-                .expect("the jobs lock is never poisoned");
+            let jobs = self.jobs();
             jobs.values()
                 .filter(|e| !e.finished)
                 .map(|e| {
-                    e.cancel.send_replace(true);
+                    e.cancel.cancel();
                     e.status.clone()
                 })
                 .collect()
@@ -363,6 +451,13 @@ impl JobManager {
             while rx.changed().await.is_ok() {}
         }
     }
+}
+
+/// Sets the jobs gauge from the remembered jobs.
+fn report_counts(jobs: &BTreeMap<String, Entry>) {
+    let queued = jobs.values().filter(|e| !e.finished && !e.started).count();
+    let running = jobs.values().filter(|e| !e.finished && e.started).count();
+    m::jobs(queued, running);
 }
 
 impl std::fmt::Debug for JobManager {
@@ -378,15 +473,18 @@ fn view(id: &str, e: &Entry, with_metrics: bool) -> JobView {
     JobView {
         id: id.to_string(),
         name: e.name.clone(),
-        // Until the manager has recorded the end, the job is running whatever the coordinator
-        // has already announced (it announces success before it writes the model).
-        state: if e.finished || status.state == JobState::Cancelled {
-            status.state
-        } else {
-            JobState::Running
+        // Until the manager has recorded the end, a started job is running whatever the
+        // coordinator has already announced (it announces success before it writes the model).
+        state: match (e.finished, e.started, status.state) {
+            (true, _, state) | (false, _, state @ (JobState::Cancelled | JobState::Queued)) => {
+                state
+            }
+            (false, true, _) => JobState::Running,
+            (false, false, _) => JobState::Queued,
         },
         started: e.started,
         status,
+        output: e.output.clone(),
         metrics: if with_metrics {
             e.metrics.clone()
         } else {

@@ -4,7 +4,7 @@
 use cumulus_runtime::billing::Pricing;
 use serde::{Deserialize, Serialize};
 
-use super::{EpochsSource, PlanError, TimeModel};
+use super::{EpochsSource, SizingError, TimeModel};
 use crate::job::{JobSpec, MAX_WORKERS, MEMORY_MB_RANGE};
 
 /// The prediction for one configuration.
@@ -29,9 +29,9 @@ pub struct Prediction {
 }
 
 /// The job's facts the prediction needs, checked.
-fn job_shape(job: &JobSpec, train_examples: usize) -> Result<(f64, f64, f64), PlanError> {
+fn job_shape(job: &JobSpec, train_examples: usize) -> Result<(f64, f64, f64), SizingError> {
     if train_examples == 0 {
-        return Err(PlanError::Input(
+        return Err(SizingError::Input(
             "the dataset has no training examples".into(),
         ));
     }
@@ -50,7 +50,7 @@ pub fn predict(
     workers: &[u32],
     tiers: &[u32],
     train_examples: usize,
-) -> Result<Vec<Prediction>, PlanError> {
+) -> Result<Vec<Prediction>, SizingError> {
     validate_grid(workers, tiers)?;
     let (n_examples, batch, per_inv) = job_shape(job, train_examples)?;
     let deadline = job.stop.max_wall_secs;
@@ -87,7 +87,7 @@ pub fn predict(
                         (Some(w), None) => w,
                         (None, Some(b)) => b,
                         (None, None) => {
-                            return Err(PlanError::Input(
+                            return Err(SizingError::Input(
                                 "the job has no target, max_epochs, max_wall_secs or \
                                  max_cost_usd: its length cannot be predicted"
                                     .into(),
@@ -122,19 +122,19 @@ pub fn predict(
 }
 
 /// Checks the worker counts and tiers a plan predicts.
-pub fn validate_grid(workers: &[u32], tiers: &[u32]) -> Result<(), PlanError> {
+pub fn validate_grid(workers: &[u32], tiers: &[u32]) -> Result<(), SizingError> {
     if workers.is_empty() || tiers.is_empty() {
-        return Err(PlanError::Input(
+        return Err(SizingError::Input(
             "needs at least one worker count and one memory tier".into(),
         ));
     }
     if let Some(&n) = workers.iter().find(|n| !(1..=MAX_WORKERS).contains(n)) {
-        return Err(PlanError::Input(format!(
+        return Err(SizingError::Input(format!(
             "worker count {n} is outside 1..={MAX_WORKERS}"
         )));
     }
     if let Some(&m) = tiers.iter().find(|m| !MEMORY_MB_RANGE.contains(m)) {
-        return Err(PlanError::Input(format!(
+        return Err(SizingError::Input(format!(
             "memory tier {m} MB is outside {}..={} MB",
             MEMORY_MB_RANGE.start(),
             MEMORY_MB_RANGE.end()
@@ -200,7 +200,7 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    pub fn new(p: &Prediction, m: &crate::report::Metrics) -> Self {
+    pub fn new(p: &Prediction, m: &crate::report::JobSummary) -> Self {
         let rel = |pred: f64, meas: f64| {
             if meas > 0.0 {
                 (pred - meas) / meas

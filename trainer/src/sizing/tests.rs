@@ -1,7 +1,7 @@
 use cumulus_runtime::billing::Pricing;
 
 use super::fit::{Row, non_negative_least_squares, power_law, power_law_epochs};
-use super::profile::profile_tiers;
+use super::trial::trial_tiers;
 use super::*;
 
 fn job(stop: &str) -> JobSpec {
@@ -109,14 +109,14 @@ fn cpu_share_follows_the_tier_and_the_shared_host() {
     };
     assert_eq!(remote.vcpus(8, 3538), 2.0);
     assert_eq!(
-        profile_tiers(&[3008, 512, 1024, 1769, 2048], cpu, 2),
+        trial_tiers(&[3008, 512, 1024, 1769, 2048], cpu, 2),
         vec![512, 1769]
     );
     let unlimited = CpuModel {
         mb_per_vcpu: None,
         host_cores: Some(2.0),
     };
-    assert_eq!(profile_tiers(&[2048, 512], unlimited, 2), vec![512]);
+    assert_eq!(trial_tiers(&[2048, 512], unlimited, 2), vec![512]);
 }
 
 /// Known coefficients, and a profile generated from them.
@@ -150,7 +150,7 @@ const TRUTH: Truth = Truth {
     k: 0.5,
 };
 
-fn synthetic_profile(cpu: CpuModel, t: &Truth) -> Profile {
+fn synthetic_profile(cpu: CpuModel, t: &Truth) -> Trials {
     let train_examples = 1437;
     let per_inv = 10;
     let mut runs = Vec::new();
@@ -196,7 +196,7 @@ fn synthetic_profile(cpu: CpuModel, t: &Truth) -> Profile {
                     (e, 1.0 - 0.05 * (e / target_epoch).powf(-1.0))
                 })
                 .collect();
-            runs.push(ProfileRun {
+            runs.push(TrialRun {
                 workers: n,
                 memory_mb: m,
                 wall_secs: t.fixed + busiest,
@@ -208,7 +208,7 @@ fn synthetic_profile(cpu: CpuModel, t: &Truth) -> Profile {
             });
         }
     }
-    Profile {
+    Trials {
         runs,
         train_examples,
     }
@@ -284,7 +284,7 @@ fn fit_refuses_a_profile_without_steps() {
     }
     assert!(matches!(
         fit(&profile, &job, LOCAL),
-        Err(PlanError::Profile(_))
+        Err(SizingError::Trials(_))
     ));
 }
 

@@ -1,43 +1,44 @@
-//! The profile behind a plan: the real job — real worker functions on the platform, the real
-//! parameter store — run for a few seconds at a few worker counts and memory tiers, with every
-//! invocation's steps, bytes, billed duration and cold start recorded.
+//! The trial runs behind a sizing plan: the real job — real worker functions on the platform,
+//! the real parameter store — run for a few seconds at a few worker counts and memory tiers,
+//! with every invocation's steps, bytes, billed duration and cold start recorded.
 //!
-//! Each tier gets a function of its own (`train-worker-m<MB>`, kind `train-worker`; see
-//! [`add_profile_functions`]) so one platform serves every profile run; between runs the
-//! instances are stopped, so each run starts cold as a real job does.
+//! Each trial is sized and deployed like any job ([`PlatformFleet::reserve_platform`]): its own
+//! worker function at its tier, given back when the trial ends, so each trial starts cold as a
+//! real job does.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cumulus_runtime::{CumulusConfig, FunctionOverride, Platform, StartKind};
+use cumulus_runtime::{CancellationToken, StartKind};
 use tokio::sync::watch;
 
-use super::{CpuModel, InvocationSample, PlanError, Profile, ProfileRun};
+use super::{CpuModel, InvocationSample, SizingError, TrialRun, Trials};
 use crate::TrainerError;
 use crate::coordinator::{RunOptions, run_job};
 use crate::evaluate::JobMetric;
+use crate::fleet::{PlatformFleet, WorkerFleet};
 use crate::invoker::{InvokeFuture, Invoked, Invoker, PlatformInvoker};
 use crate::job::{JobSpec, MAX_WORKERS};
 use crate::report::JobStatus;
-use crate::worker::{self, WorkerTask};
+use crate::worker::WorkerTask;
 
 /// Longest profile run asked for, seconds.
 pub const MAX_PROFILE_SECS: f64 = 600.0;
 
 /// Which configurations to profile, and for how long each.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ProfileSettings {
+pub struct TrialSettings {
     pub workers: Vec<u32>,
     pub tiers: Vec<u32>,
     /// Each run stops at the first round after this many seconds (or at the job's target).
     pub secs: f64,
 }
 
-impl ProfileSettings {
-    pub fn validate(&self) -> Result<(), PlanError> {
+impl TrialSettings {
+    pub fn validate(&self) -> Result<(), SizingError> {
         if self.workers.is_empty() || self.tiers.is_empty() {
-            return Err(PlanError::Input(
+            return Err(SizingError::Input(
                 "the profile needs at least one worker count and one tier".into(),
             ));
         }
@@ -46,12 +47,12 @@ impl ProfileSettings {
             .iter()
             .find(|n| !(1..=MAX_WORKERS).contains(*n))
         {
-            return Err(PlanError::Input(format!(
+            return Err(SizingError::Input(format!(
                 "profile worker count {n} is outside 1..={MAX_WORKERS}"
             )));
         }
         if !(self.secs.is_finite() && self.secs > 0.0 && self.secs <= MAX_PROFILE_SECS) {
-            return Err(PlanError::Input(format!(
+            return Err(SizingError::Input(format!(
                 "profile seconds must be in (0, {MAX_PROFILE_SECS}], got {}",
                 self.secs
             )));
@@ -63,7 +64,7 @@ impl ProfileSettings {
 /// The profile's choice of tiers among `candidates`: the smallest, and the largest whose CPU
 /// share is not capped by the host at `max_workers` workers (so the two differ in CPU, which is
 /// what the step-time fit needs). One tier when the tier does not set the CPU.
-pub fn profile_tiers(candidates: &[u32], cpu: CpuModel, max_workers: u32) -> Vec<u32> {
+pub fn trial_tiers(candidates: &[u32], cpu: CpuModel, max_workers: u32) -> Vec<u32> {
     let mut sorted = candidates.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
@@ -90,34 +91,6 @@ pub fn profile_tiers(candidates: &[u32], cpu: CpuModel, max_workers: u32) -> Vec
     }
 }
 
-/// The function a profile run at `memory_mb` invokes.
-pub fn profile_function(memory_mb: u32) -> String {
-    format!("{}-m{memory_mb}", worker::KIND)
-}
-
-/// Adds one `train-worker` function per tier to `config`, each allowed `max_workers` instances
-/// and `timeout_ms` per invocation.
-pub fn add_profile_functions(
-    config: &mut CumulusConfig,
-    tiers: &[u32],
-    max_workers: u32,
-    timeout_ms: u64,
-) {
-    for &m in tiers {
-        config.functions.overrides.insert(
-            profile_function(m),
-            FunctionOverride {
-                kind: Some(worker::KIND.to_string()),
-                memory_mb: Some(m),
-                max_instances: Some(max_workers as usize),
-                queue_capacity: Some(max_workers as usize),
-                timeout_ms: Some(timeout_ms),
-                ..FunctionOverride::default()
-            },
-        );
-    }
-}
-
 /// Invokes the worker function through a [`PlatformInvoker`] and records what each invocation
 /// measured.
 struct RecordingInvoker {
@@ -128,11 +101,11 @@ struct RecordingInvoker {
 }
 
 impl Invoker for RecordingInvoker {
-    fn invoke(&self, task: WorkerTask) -> InvokeFuture<'_> {
+    fn invoke(&self, task: WorkerTask, cancel: CancellationToken) -> InvokeFuture<'_> {
         Box::pin(async move {
             let worker = task.worker;
             let called = Instant::now();
-            let (report, done) = self.platform.call(&task).await?;
+            let (report, done) = self.platform.call(&task, cancel).await?;
             let wall_secs = called.elapsed().as_secs_f64();
             let cold = done.start == StartKind::Cold;
             let sample = InvocationSample {
@@ -160,16 +133,16 @@ impl Invoker for RecordingInvoker {
     }
 }
 
-/// Runs `job` briefly at every worker count × tier of `settings` on `platform` (whose config
-/// went through [`add_profile_functions`] for those tiers) against the store at `store`.
-/// Models, metrics and partitions of the runs go under `work_dir/plan-profile/`.
-pub async fn run_profile(
+/// Runs `job` briefly at every worker count × tier of `settings`, each trial sized and
+/// deployed on `fleet` like a job, against the store at `store`. Models, metrics and data
+/// shards of the trials go under `work_dir/plan-trials/`.
+pub async fn run_trials(
     job: &JobSpec,
-    platform: &Platform,
+    fleet: &PlatformFleet,
     store: &[String],
     work_dir: &Path,
-    settings: &ProfileSettings,
-) -> Result<Profile, TrainerError> {
+    settings: &TrialSettings,
+) -> Result<Trials, TrainerError> {
     settings
         .validate()
         .map_err(|e| TrainerError::Data(e.to_string()))?;
@@ -189,13 +162,15 @@ pub async fn run_profile(
             probe.checkpoint_every_steps = 0;
             probe.stop.max_wall_secs = Some(settings.secs);
             probe.stop.max_cost_usd = None;
-            let dir = work_dir.join("plan-profile").join(format!("{n}x{m}"));
+            let dir = work_dir.join("plan-trials").join(format!("{n}x{m}"));
             probe.output = Some(dir.join("model"));
             let job_id = format!("{}-plan-{n}x{m}-{stamp}", job.name);
-            let function = profile_function(m);
+            let platform = fleet
+                .reserve_platform(&job_id, &probe)
+                .map_err(|e| TrainerError::Data(format!("trial at {n} worker(s) × {m} MB: {e}")))?;
             let samples = Arc::new(Mutex::new(Vec::new()));
             let invoker = Arc::new(RecordingInvoker {
-                platform: PlatformInvoker::new(platform.clone(), function.clone(), job_id.clone()),
+                platform,
                 workers: n,
                 memory_mb: m,
                 samples: samples.clone(),
@@ -204,30 +179,29 @@ pub async fn run_profile(
                 job_id: job_id.clone(),
                 work_dir: dir.join("jobs"),
                 store: store.to_vec(),
-                cancel: None,
+                cancel: CancellationToken::new(),
             };
             let metric = JobMetric::for_loss(job.training.loss);
             let (tx, _rx) = watch::channel(JobStatus::new(&job_id, metric, n));
-            tracing::info!(workers = n, memory_mb = m, "profiling");
+            tracing::info!(workers = n, memory_mb = m, "trial run");
             let outcome = run_job(&probe, &options, invoker, tx).await;
-            // The next run starts cold, as a real job does.
-            platform.scale_to_zero(&function).await;
-            let outcome = outcome?;
-            let metrics = outcome.metrics;
-            train_examples = metrics.train_examples;
+            // The next trial starts cold, as a real job does.
+            fleet.release(&job_id).await;
+            let summary = outcome?.summary;
+            train_examples = summary.train_examples;
             let invocations = std::mem::take(
                 &mut *samples
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner),
             );
-            runs.push(ProfileRun {
+            runs.push(TrialRun {
                 workers: n,
                 memory_mb: m,
-                wall_secs: metrics.wall_secs,
-                steps: metrics.steps,
-                epochs: metrics.epochs,
-                cost_usd: metrics.billed_cost_usd,
-                curve: metrics
+                wall_secs: summary.wall_secs,
+                steps: summary.steps,
+                epochs: summary.epochs,
+                cost_usd: summary.billed_cost_usd,
+                curve: summary
                     .history
                     .iter()
                     .filter_map(|h| h.metric.map(|v| (h.epoch, v)))
@@ -236,7 +210,7 @@ pub async fn run_profile(
             });
         }
     }
-    Ok(Profile {
+    Ok(Trials {
         runs,
         train_examples,
     })

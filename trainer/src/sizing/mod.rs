@@ -1,5 +1,5 @@
 //! Planning, after λDNN (Xu et al., IEEE TC 2021): predicts a job's wall time and cost for several
-//! worker counts and memory tiers from a short real profile ([`profile`]), and picks the cheapest
+//! worker counts and memory tiers from short real trial runs ([`trial`]), and picks the cheapest
 //! configuration that meets the job's deadline (`stop.max_wall_secs`).
 //!
 //! The model, for `n` workers at tier `m`, where one worker gets `c(n, m)` vCPUs ([`CpuModel`]:
@@ -21,7 +21,7 @@
 //! `cost = n · R · fee + n · (m / 1024) · (R · o + R · S · t) · price per GB-s`.
 //!
 //! ```
-//! use cumulus_trainer::plan::CpuModel;
+//! use cumulus_trainer::sizing::CpuModel;
 //!
 //! // Lambda's rule (1769 MB = 1 vCPU) on a 2-core host shared by the workers.
 //! let cpu = CpuModel { mb_per_vcpu: Some(1769.0), host_cores: Some(2.0) };
@@ -31,7 +31,7 @@
 
 pub mod fit;
 mod predict;
-pub mod profile;
+pub mod trial;
 
 use cumulus_runtime::billing::Pricing;
 use serde::{Deserialize, Serialize};
@@ -46,11 +46,11 @@ pub const PLAN_FILE: &str = "plan.json";
 
 /// Why no plan can be made.
 #[derive(Debug, thiserror::Error)]
-pub enum PlanError {
+pub enum SizingError {
     #[error("planning: {0}")]
     Input(String),
     #[error("the profile is not enough to fit the model: {0}")]
-    Profile(String),
+    Trials(String),
 }
 
 /// How many vCPUs one worker gets.
@@ -101,7 +101,7 @@ pub struct InvocationSample {
 
 /// One profile run: the job at one worker count and tier for a few seconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ProfileRun {
+pub struct TrialRun {
     pub workers: u32,
     pub memory_mb: u32,
     /// As the coordinator measures a job (metrics.json's `wall_secs`).
@@ -116,8 +116,8 @@ pub struct ProfileRun {
 
 /// Everything the profile measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Profile {
-    pub runs: Vec<ProfileRun>,
+pub struct Trials {
+    pub runs: Vec<TrialRun>,
     /// Training examples of the job's dataset.
     pub train_examples: usize,
 }
@@ -126,7 +126,7 @@ pub struct Profile {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EpochsSource {
-    /// Profile runs reached the target; the epochs they took.
+    /// Trial runs reached the target; the epochs they took.
     Measured,
     /// Power-law learning curves of the profile runs, extrapolated to the target.
     Extrapolated,
@@ -209,12 +209,12 @@ impl TimeModel {
 }
 
 /// Fits the model to `profile`.
-pub fn fit(profile: &Profile, job: &JobSpec, cpu: CpuModel) -> Result<TimeModel, PlanError> {
+pub fn fit(profile: &Trials, job: &JobSpec, cpu: CpuModel) -> Result<TimeModel, SizingError> {
     let samples: Vec<&InvocationSample> =
         profile.runs.iter().flat_map(|r| &r.invocations).collect();
     let stepped: Vec<&&InvocationSample> = samples.iter().filter(|s| s.steps > 0).collect();
     if stepped.is_empty() {
-        return Err(PlanError::Profile(
+        return Err(SizingError::Trials(
             "no profiled invocation completed a step".into(),
         ));
     }
@@ -263,7 +263,7 @@ pub fn fit(profile: &Profile, job: &JobSpec, cpu: CpuModel) -> Result<TimeModel,
     }
     let host_cores = cpu.host_cores;
     let (_, cpu, step) =
-        best.ok_or_else(|| PlanError::Profile("the step times cannot be fitted".into()))?;
+        best.ok_or_else(|| SizingError::Trials("the step times cannot be fitted".into()))?;
     let host_cores_reserved = match (host_cores, cpu.host_cores) {
         (Some(all), Some(left)) => all - left,
         _ => 0.0,
@@ -346,7 +346,7 @@ pub fn fit(profile: &Profile, job: &JobSpec, cpu: CpuModel) -> Result<TimeModel,
 /// The rounds run after the one the coordinator stopped at, on average over the profile runs:
 /// a run's steps beyond its stopping evaluation (the first at the target, else the last before
 /// the final one) in rounds of `workers × S` steps.
-fn rounds_after_stop(profile: &Profile, job: &JobSpec) -> f64 {
+fn rounds_after_stop(profile: &Trials, job: &JobSpec) -> f64 {
     let target = target_of(job);
     let metric = JobMetric::for_loss(job.training.loss);
     let batch = job.training.batch_size as f64;
@@ -398,7 +398,7 @@ fn gap(metric: JobMetric, value: f64) -> f64 {
 }
 
 /// Epochs to the target per profiled worker count, then `E₁ · n^k` through them.
-fn fit_epochs(profile: &Profile, job: &JobSpec) -> EpochsModel {
+fn fit_epochs(profile: &Trials, job: &JobSpec) -> EpochsModel {
     let metric = JobMetric::for_loss(job.training.loss);
     let target = target_of(job);
     let max_epochs = job.stop.max_epochs.map(f64::from);
@@ -527,11 +527,11 @@ fn fit_epochs(profile: &Profile, job: &JobSpec) -> EpochsModel {
 
 /// `plan.json`: what was measured, the fitted model, every prediction and the choice.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Plan {
+pub struct SizingPlan {
     pub job: String,
     pub deadline_secs: Option<f64>,
     pub max_cost_usd: Option<f64>,
-    pub profile: Profile,
+    pub profile: Trials,
     pub model: TimeModel,
     pub predictions: Vec<Prediction>,
     pub chosen: usize,
@@ -540,20 +540,20 @@ pub struct Plan {
     pub measured: Option<Comparison>,
 }
 
-impl Plan {
+impl SizingPlan {
     /// Fits, predicts and chooses.
     pub fn make(
         job: &JobSpec,
-        profile: Profile,
+        profile: Trials,
         cpu: CpuModel,
         pricing: &Pricing,
         workers: &[u32],
         tiers: &[u32],
-    ) -> Result<Self, PlanError> {
+    ) -> Result<Self, SizingError> {
         let model = fit(&profile, job, cpu)?;
         let predictions = predict(&model, job, pricing, workers, tiers, profile.train_examples)?;
         let (chosen, choice) = choose(&predictions)
-            .ok_or_else(|| PlanError::Input("no configuration to choose from".into()))?;
+            .ok_or_else(|| SizingError::Input("no configuration to choose from".into()))?;
         Ok(Self {
             job: job.name.clone(),
             deadline_secs: job.stop.max_wall_secs,
