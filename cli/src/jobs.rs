@@ -11,6 +11,8 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 
+use crate::train::phase_kind;
+
 /// Where the control plane is and how to prove who we are.
 #[derive(Clone, Args)]
 pub struct ClientArgs {
@@ -55,7 +57,8 @@ pub enum JobsCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Cancel a job: its workers finish their invocation and the model so far is written.
+    /// Cancel a job: its workers stop after the step they are in, wherever they wait, and the
+    /// model so far is written.
     Cancel {
         /// The job id, as `submit` printed it.
         id: String,
@@ -177,7 +180,7 @@ async fn list(api: &Api) -> anyhow::Result<()> {
     let body = answer(response).await?;
     let jobs = body["jobs"].as_array().cloned().unwrap_or_default();
     let mut table = comfy_table::Table::new();
-    table.set_header(["id", "state", "steps", "loss", "metric", "cost $"]);
+    table.set_header(["id", "state", "phase", "steps", "loss", "metric", "cost $"]);
     for job in &jobs {
         let st = &job["status"];
         let metric = match st["metric_value"].as_f64() {
@@ -187,6 +190,7 @@ async fn list(api: &Api) -> anyhow::Result<()> {
         table.add_row([
             job["id"].as_str().unwrap_or("?").to_string(),
             job["state"].as_str().unwrap_or("?").to_string(),
+            st["phase"].as_str().unwrap_or("").to_string(),
             st["steps"].to_string(),
             st["loss"]
                 .as_f64()
@@ -222,6 +226,7 @@ async fn watch(api: &Api, id: &str) -> anyhow::Result<()> {
     bar.enable_steady_tick(Duration::from_millis(200));
     let mut body = response.bytes_stream();
     let mut buffer = Vec::new();
+    let mut phase = String::new();
     let end = 'stream: loop {
         let Some(chunk) = body.next().await else {
             break None;
@@ -232,7 +237,21 @@ async fn watch(api: &Api, id: &str) -> anyhow::Result<()> {
                 continue;
             };
             match event.as_str() {
-                "status" => bar.set_message(progress_line(&value)),
+                "status" => {
+                    // Each new phase as a line too: a pipe or a log, where the bar is hidden,
+                    // sees what the job waits for (queued, starting workers, a barrier).
+                    let now = value["phase"].as_str().unwrap_or("").to_string();
+                    if phase_kind(&now) != phase_kind(&phase) {
+                        let line = format!("{id}: {now}");
+                        if bar.is_hidden() {
+                            eprintln!("{line}");
+                        } else {
+                            bar.println(line);
+                        }
+                    }
+                    phase = now;
+                    bar.set_message(progress_line(&value));
+                }
                 "end" => break 'stream Some(value),
                 _ => {}
             }

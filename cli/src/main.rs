@@ -54,7 +54,8 @@ enum Command {
     Fn(function::FnArgs),
     /// Run one shard of the parameter store (gRPC).
     ParamStore(param_store::ParamStoreArgs),
-    /// Run the local control plane (parameter store, function platform, job API) until Ctrl-C.
+    /// Run the local control plane (parameter store, function platform, job API, /metrics) until
+    /// Ctrl-C or SIGTERM.
     Up(up::UpArgs),
     /// Submit a job file to a running control plane; prints the job id.
     Submit(jobs::SubmitArgs),

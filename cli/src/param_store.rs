@@ -74,6 +74,11 @@ pub fn run(args: ParamStoreArgs) -> anyhow::Result<()> {
     config.shard_index = shard_index;
     config.shard_count = shard_count;
     config.metrics_listen = args.metrics;
+    config.prometheus = args
+        .metrics
+        .is_some()
+        .then(crate::telemetry::prometheus)
+        .transpose()?;
     config.max_message_bytes = args.max_message_bytes;
     config.sub_shards = args.sub_shards;
     config.allow_non_finite = args.allow_non_finite;

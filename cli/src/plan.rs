@@ -1,30 +1,29 @@
 //! `cumulus train --plan JOB.toml`: profiles the job for a few seconds on the embedded default,
-//! fits the time-and-cost model of `cumulus_trainer::plan`, prints the predicted time and cost of
+//! fits the time-and-cost model of `cumulus_trainer::sizing`, prints the predicted time and cost of
 //! every worker count × memory tier and the configuration chosen, and writes plan.json. With
 //! `--run` it then trains the chosen configuration and reports predicted against measured.
-
-use std::path::Path;
 
 use anyhow::Context;
 use clap::Args;
 use comfy_table::Table;
+use cumulus_control::UpHandle;
 use cumulus_runtime::{CumulusConfig, LimitMode};
 use cumulus_trainer::evaluate::JobMetric;
 use cumulus_trainer::job::JobSpec;
-use cumulus_trainer::plan::profile::{
-    ProfileSettings, add_profile_functions, profile_tiers, run_profile,
+use cumulus_trainer::sizing::trial::{TrialSettings, run_trials, trial_tiers};
+use cumulus_trainer::sizing::{
+    Choice, Comparison, CpuModel, EpochsSource, SizingPlan, validate_grid,
 };
-use cumulus_trainer::plan::{Choice, Comparison, CpuModel, EpochsSource, Plan, validate_grid};
 use cumulus_trainer::worker;
 
-use crate::train::{Embedded, train, worker_config};
+use crate::train::train;
 
 /// Smallest tier the plan considers by default: below it the worker process itself may not fit.
 const DEFAULT_MIN_TIER_MB: u32 = 512;
 
 #[derive(Debug, Clone, Args)]
 pub struct PlanArgs {
-    /// Profile the job briefly, print its predicted time and cost for several worker counts and
+    /// Try the job briefly, print its predicted time and cost for several worker counts and
     /// memory tiers with the cheapest configuration meeting its deadline (`stop.max_wall_secs`),
     /// write plan.json to the output folder, and exit.
     #[arg(long, env = "CUMULUS_TRAIN_PLAN")]
@@ -99,10 +98,9 @@ pub async fn plan(
     args: PlanArgs,
     mut job: JobSpec,
     job_file: &str,
-    config: CumulusConfig,
-    work_dir: &Path,
-    worker_timeout_secs: u64,
+    up: &UpHandle,
 ) -> anyhow::Result<()> {
+    let config = up.platform().config().clone();
     let tiers = candidate_tiers(&args, &config)?;
     let cpu = cpu_model(&config);
     let mut workers = args.plan_workers.clone();
@@ -113,20 +111,12 @@ pub async fn plan(
     profile_workers.sort_unstable();
     profile_workers.dedup();
     let max_profiled = profile_workers.iter().copied().max().unwrap_or(1);
-    let settings = ProfileSettings {
+    let settings = TrialSettings {
         workers: profile_workers,
-        tiers: profile_tiers(&tiers, cpu, max_profiled),
+        tiers: trial_tiers(&tiers, cpu, max_profiled),
         secs: args.profile_secs,
     };
     settings.validate()?;
-
-    let mut profile_config = config.clone();
-    add_profile_functions(
-        &mut profile_config,
-        &settings.tiers,
-        max_profiled,
-        worker_timeout_secs.saturating_mul(1000),
-    );
     eprintln!(
         "profiling {}: {} worker count(s) {:?} × tiers {:?} MB, {} s each, real workers on the embedded default",
         job.name,
@@ -135,13 +125,11 @@ pub async fn plan(
         settings.tiers,
         settings.secs
     );
-    let embedded = Embedded::start(profile_config, &work_dir.join("plan")).await?;
-    let store = vec![embedded.shard.addr.to_string()];
-    let profile = run_profile(&job, &embedded.platform, &store, work_dir, &settings).await;
-    embedded.stop().await;
-    let profile = profile.context("profiling the job")?;
+    let trials = run_trials(&job, up.fleet(), &up.store_addrs, &up.work_dir, &settings)
+        .await
+        .context("profiling the job")?;
 
-    let mut plan = Plan::make(&job, profile, cpu, &config.pricing, &workers, &tiers)?;
+    let mut plan = SizingPlan::make(&job, trials, cpu, &config.pricing, &workers, &tiers)?;
     print_plan(&plan, &job);
     let out = job.output_dir();
     let path = plan
@@ -161,10 +149,11 @@ pub async fn plan(
         "running the chosen configuration: {} worker(s) × {} MB",
         chosen.workers, chosen.memory_mb
     );
-    let mut run_config = config;
-    worker_config(&mut run_config, &job, worker_timeout_secs);
-    let outcome = train(job, run_config, work_dir.join("run")).await?;
-    let cmp = Comparison::new(&chosen, &outcome.metrics);
+    let view = train(up, job).await?;
+    let summary = view
+        .metrics
+        .context("the chosen configuration's run ended without a summary")?;
+    let cmp = Comparison::new(&chosen, &summary);
     print_comparison(&cmp);
     plan.measured = Some(cmp);
     plan.write(&out)
@@ -177,7 +166,7 @@ fn ms(secs: f64) -> String {
     format!("{:.2} ms", secs * 1e3)
 }
 
-fn print_plan(plan: &Plan, job: &JobSpec) {
+fn print_plan(plan: &SizingPlan, job: &JobSpec) {
     println!(
         "profile (the job itself, real workers and store; each run stops at the first round past the profile time or at the target):"
     );

@@ -1,7 +1,9 @@
-//! Logging set-up shared by every subcommand: `tracing` to stderr (stdout belongs to each
-//! command's own output), filtered by `RUST_LOG` when set, else by `--log-level`.
+//! Logging and metrics set-up shared by every subcommand: `tracing` to stderr (stdout belongs to
+//! each command's own output), filtered by `RUST_LOG` when set, else by `--log-level`; and the
+//! process's one Prometheus recorder, installed by the roles that serve `/metrics`.
 
 use anyhow::Context;
+use cumulus_service::telemetry::PrometheusHandle;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. `RUST_LOG` wins over `level` when both are given.
@@ -21,4 +23,13 @@ pub fn init(level: &str, json: bool) -> anyhow::Result<()> {
         builder.init();
     }
     Ok(())
+}
+
+/// Installs the Prometheus recorder and describes every crate's metrics. Call once.
+pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
+    let handle = cumulus_service::telemetry::install_prometheus().map_err(anyhow::Error::msg)?;
+    cumulus_param_store::metrics::describe();
+    cumulus_runtime::metrics::describe();
+    cumulus_trainer::metrics::describe();
+    Ok(handle)
 }

@@ -1,22 +1,20 @@
-//! `cumulus train JOB.toml`: runs one job to the end on the embedded default — a parameter-store
-//! shard in this process, worker functions as local processes (`cumulus fn train-worker`) on the
-//! function platform — with a live progress bar, then writes the model folder and metrics.json.
-//! `--plan` predicts its time and cost first (see [`crate::plan`]).
+//! `cumulus train JOB.toml`: runs one job to the end on the embedded default — the control plane
+//! of [`cumulus_control::run`] in this process without its HTTP API: a parameter-store shard,
+//! worker functions as local processes (`cumulus fn train-worker`) on the function platform —
+//! with a live progress bar, then prints the summary. The job goes through the same job manager
+//! and the same worker sizing as one submitted to `cumulus up`. `--plan` predicts its time and
+//! cost first (see [`crate::plan`]).
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Args;
-use cumulus_param_store::{ShardConfig, ShardHandle};
-use cumulus_runtime::{CumulusConfig, Platform};
-use cumulus_trainer::coordinator::{JobOutcome, RunOptions, run_job};
-use cumulus_trainer::invoker::PlatformInvoker;
+use cumulus_control::{UpConfig, UpHandle};
+use cumulus_runtime::CumulusConfig;
 use cumulus_trainer::job::JobSpec;
-use cumulus_trainer::report::JobStatus;
-use cumulus_trainer::worker;
+use cumulus_trainer::jobs::JobView;
+use cumulus_trainer::report::{JobState, JobStatus};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::watch;
 
@@ -32,13 +30,14 @@ pub struct TrainArgs {
     /// Platform and pricing file (cumulus.toml); built-in defaults without it.
     #[arg(long, env = "CUMULUS_CONFIG")]
     config: Option<PathBuf>,
-    /// Working folder for dataset partitions and the parameter store's log and snapshots;
-    /// a fresh temporary folder when absent.
+    /// Working folder for data shards and the parameter store's log and snapshots; a fresh
+    /// temporary folder when absent.
     #[arg(long, env = "CUMULUS_WORK_DIR")]
     work_dir: Option<PathBuf>,
-    /// Deadline of one worker invocation, in seconds (the function's time limit).
-    #[arg(long, env = "CUMULUS_WORKER_TIMEOUT_SECS", default_value_t = 120)]
-    worker_timeout_secs: u64,
+    /// Time limit of one worker invocation, in seconds; overrides the job's
+    /// `[workers] timeout_secs`.
+    #[arg(long, env = "CUMULUS_WORKER_TIMEOUT_SECS")]
+    worker_timeout_secs: Option<u64>,
     #[command(flatten)]
     plan: PlanArgs,
 }
@@ -49,7 +48,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         job.output = Some(out.clone());
     }
-    let mut config = match &args.config {
+    if let Some(secs) = args.worker_timeout_secs {
+        job.workers.timeout_secs = secs;
+        job.validate(&format!("{job_file} with --worker-timeout-secs"))?;
+    }
+    // A local run writes to `runs/<name>` unless told otherwise, never into its work folder.
+    job.output = Some(job.output_dir());
+    let config = match &args.config {
         Some(file) => CumulusConfig::load(file)?,
         None => CumulusConfig::default(),
     };
@@ -68,104 +73,44 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    if args.plan.plan {
-        return runtime.block_on(crate::plan::plan(
-            args.plan,
-            job,
-            &job_file,
-            config,
-            &work_dir,
-            args.worker_timeout_secs,
-        ));
-    }
-    worker_config(&mut config, &job, args.worker_timeout_secs);
-    runtime.block_on(train(job, config, work_dir)).map(|_| ())
+    runtime.block_on(async move {
+        let mut up = UpConfig::new(&work_dir);
+        up.config = config;
+        // One job at a time: trial runs and the run of `--plan --run` follow each other.
+        up.max_running_jobs = 1;
+        let handle = cumulus_control::run(up).await?;
+        let result = if args.plan.plan {
+            crate::plan::plan(args.plan, job, &job_file, &handle).await
+        } else {
+            train(&handle, job).await.map(|_| ())
+        };
+        handle.shutdown().await;
+        result
+    })
 }
 
-/// The worker function: one instance per worker, at the job's memory tier.
-pub(crate) fn worker_config(config: &mut CumulusConfig, job: &JobSpec, timeout_secs: u64) {
-    let entry = config
-        .functions
-        .overrides
-        .entry(worker::KIND.to_string())
-        .or_default();
-    entry.memory_mb = Some(job.workers.memory_mb);
-    entry.max_instances = Some(job.workers.count as usize);
-    entry.timeout_ms = Some(timeout_secs.saturating_mul(1000));
-    entry.queue_capacity = entry.queue_capacity.or(Some(job.workers.count as usize));
-}
-
-/// The embedded default's long-lived parts, shared by `cumulus train` and `cumulus up`: one
-/// parameter-store shard in this process and the function platform.
-pub(crate) struct Embedded {
-    pub shard: ShardHandle,
-    pub platform: Platform,
-}
-
-impl Embedded {
-    /// Starts the shard (its log and snapshots under `work_dir/param-store`) and the platform.
-    pub async fn start(config: CumulusConfig, work_dir: &Path) -> anyhow::Result<Self> {
-        let store_dir = work_dir.join("param-store");
-        let mut shard_config = ShardConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), &store_dir);
-        // This shard lives and dies with this process, so an fsync per push would buy nothing:
-        // a crash here ends the job with its store. Separate `cumulus param-store` shards fsync.
-        shard_config.wal_fsync = false;
-        let shard = cumulus_param_store::run(shard_config)
-            .await
-            .context("starting the parameter store")?;
-        let platform = Platform::new(config).context("starting the function platform")?;
-        Ok(Self { shard, platform })
-    }
-
-    /// Stops the platform's instances, then the shard.
-    pub async fn stop(self) {
-        self.platform.shutdown().await;
-        if let Err(e) = self.shard.stop().await {
-            tracing::warn!(error = %e, "stopping the parameter store");
-        }
-    }
-}
-
-/// Runs `job` to the end with a progress bar and prints its summary.
-pub(crate) async fn train(
-    job: JobSpec,
-    config: CumulusConfig,
-    work_dir: PathBuf,
-) -> anyhow::Result<JobOutcome> {
-    let embedded = Embedded::start(config, &work_dir).await?;
-    let platform = embedded.platform.clone();
-    let job_id = format!(
-        "{}-{}",
-        job.name,
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0)
-    );
-    let options = RunOptions {
-        job_id: job_id.clone(),
-        work_dir: work_dir.join("jobs"),
-        store: vec![embedded.shard.addr.to_string()],
-        cancel: None,
-    };
-    let invoker = Arc::new(PlatformInvoker::new(
-        platform.clone(),
-        worker::KIND,
-        job_id.clone(),
-    ));
-    let (tx, rx) = watch::channel(JobStatus::new(
-        &job_id,
-        cumulus_trainer::evaluate::JobMetric::for_loss(job.training.loss),
-        job.workers.count,
-    ));
+/// Runs `job` on the control plane `up` to its end with a progress bar, prints its summary, and
+/// returns the job as it ended (an error unless it succeeded or was cancelled).
+pub(crate) async fn train(up: &UpHandle, job: JobSpec) -> anyhow::Result<JobView> {
+    let name = job.name.clone();
     let bar = progress_bar(&job);
-    let render = tokio::spawn(render_progress(rx, bar.clone()));
-    let result = run_job(&job, &options, invoker, tx).await;
-    render.abort();
+    let id = up
+        .jobs()
+        .submit(job)
+        .with_context(|| format!("job {name}"))?;
+    let rx = up.jobs().subscribe(&id)?;
+    render_progress(rx, &bar).await;
     bar.finish_and_clear();
-    embedded.stop().await;
-    let outcome = result.with_context(|| format!("job {}", job.name))?;
-    let m = &outcome.metrics;
+    let view = up.jobs().get(&id)?;
+    if view.state == JobState::Failed {
+        bail!(
+            "job {name}: {}",
+            view.error.as_deref().unwrap_or("failed without a reason")
+        );
+    }
+    let Some(m) = &view.metrics else {
+        bail!("job {name} ended {:?} without a model", view.state);
+    };
     let metric = [
         ("test_accuracy", m.test_accuracy),
         ("test_rmse", m.test_rmse),
@@ -195,8 +140,8 @@ pub(crate) async fn train(
     if let Some(reason) = &m.stop_reason {
         println!("stopped: {reason}");
     }
-    println!("model written to {}", outcome.output_dir.display());
-    Ok(outcome)
+    println!("model written to {}", view.output.display());
+    Ok(view)
 }
 
 fn progress_bar(job: &JobSpec) -> ProgressBar {
@@ -211,9 +156,21 @@ fn progress_bar(job: &JobSpec) -> ProgressBar {
     bar
 }
 
-async fn render_progress(mut rx: watch::Receiver<JobStatus>, bar: ProgressBar) {
-    while rx.changed().await.is_ok() {
+/// Follows the status until the job ends; each new phase is also printed as a line, so that
+/// a log or a pipe (where the bar is hidden) shows what the job waits for.
+async fn render_progress(mut rx: watch::Receiver<JobStatus>, bar: &ProgressBar) {
+    let mut phase = String::new();
+    loop {
         let st = rx.borrow_and_update().clone();
+        if phase_kind(&st.phase) != phase_kind(&phase) {
+            let line = format!("{}: {}", st.job_id, st.phase);
+            if bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                bar.println(line);
+            }
+        }
+        phase = st.phase.clone();
         bar.set_position((st.epoch * 100.0) as u64);
         let metric = st
             .metric_value
@@ -231,5 +188,17 @@ async fn render_progress(mut rx: watch::Receiver<JobStatus>, bar: ProgressBar) {
             st.workers,
             st.cost_usd
         ));
+        if rx.changed().await.is_err() {
+            break;
+        }
     }
+}
+
+/// What identifies a phase for printing: its text without the numbers (so counts going up do
+/// not print a line each), and only `round` for the rounds (one line when training starts).
+pub(crate) fn phase_kind(phase: &str) -> String {
+    if phase.starts_with("round") {
+        return "round".to_string();
+    }
+    phase.chars().filter(|c| !c.is_ascii_digit()).collect()
 }
