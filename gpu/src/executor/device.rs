@@ -1,0 +1,777 @@
+//! The device thread: picks the backend (the startup log says which and why), then loops over
+//! commands, dispatches from the [`Scheduler`] and polls the work in flight for completion.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use rand::Rng;
+
+use super::quota::{Account, Charge, Ledger};
+use super::scheduler::{Dispatch, Scheduler, TenantId, TenantShare};
+use super::weights::{HostModel, LoadedModel, Registry, WeightTensor};
+use super::{Command, ExecutorStats, ModelHandle, Opened, Reply, TenantStats, Work, WorkOutput};
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{Backend, BackendKind};
+use crate::config::{BackendChoice, ExecutorConfig, Grant};
+use crate::error::{GpuError, Result};
+use crate::metrics as m;
+use crate::program::exec::{Exec, Tracked};
+use crate::program::train::train_step;
+use crate::tensor::HostTensor;
+
+/// Host-memory stand-in for the device limit of the CPU backend.
+const CPU_DEFAULT_LIMIT: u64 = 16 << 30;
+
+/// Entry point of the device thread: opens a backend, reports readiness, serves until
+/// [`Command::Shutdown`] or until every sender is gone.
+pub(crate) fn run(
+    cfg: ExecutorConfig,
+    rx: mpsc::Receiver<Command>,
+    ready: mpsc::Sender<Result<(BackendKind, String)>>,
+) {
+    match open_backend(&cfg) {
+        #[cfg(feature = "cuda")]
+        Chosen::Cuda(b) => serve(*b, cfg, rx, ready),
+        Chosen::Cpu(b, reason) => {
+            tracing::info!(%reason, "gpu executor backend: cpu");
+            serve(b, cfg, rx, ready)
+        }
+        Chosen::Failed(e) => {
+            let _ = ready.send(Err(e));
+        }
+    }
+}
+
+enum Chosen {
+    #[cfg(feature = "cuda")]
+    Cuda(Box<crate::backend::cuda::CudaBackend>),
+    Cpu(CpuBackend, String),
+    Failed(GpuError),
+}
+
+fn open_backend(cfg: &ExecutorConfig) -> Chosen {
+    if cfg.backend == BackendChoice::Cpu {
+        return Chosen::Cpu(CpuBackend::new(), "forced by the configuration".into());
+    }
+    let report = crate::probe::probe();
+    let problem = match report.problem.clone() {
+        Some(p) => p,
+        None if report.devices.iter().all(|d| d.ordinal != cfg.device) => {
+            format!(
+                "no CUDA device {} ({} found)",
+                cfg.device,
+                report.devices.len()
+            )
+        }
+        None => return open_cuda(cfg),
+    };
+    if cfg.backend == BackendChoice::Cuda {
+        Chosen::Failed(GpuError::NoDevice(problem))
+    } else {
+        Chosen::Cpu(
+            CpuBackend::new(),
+            format!("no usable CUDA device: {problem}"),
+        )
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(cfg: &ExecutorConfig) -> Chosen {
+    match crate::backend::cuda::CudaBackend::open(cfg.device) {
+        Ok(b) => {
+            tracing::info!(device = %b.device_name(), "gpu executor backend: cuda");
+            Chosen::Cuda(Box::new(b))
+        }
+        Err(e) if cfg.backend == BackendChoice::Auto => Chosen::Cpu(
+            CpuBackend::new(),
+            format!("CUDA device failed to open: {e}"),
+        ),
+        Err(e) => Chosen::Failed(e),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(_cfg: &ExecutorConfig) -> Chosen {
+    // The probe reports "built without the cuda feature" before this can be reached.
+    Chosen::Cpu(CpuBackend::new(), "built without the `cuda` feature".into())
+}
+
+struct TenantModel<B: Backend> {
+    model: Rc<LoadedModel<B>>,
+    _charge: Charge,
+}
+
+struct Tenant<B: Backend> {
+    grant: Grant,
+    stream: B::Stream,
+    account: Rc<Account>,
+    models: HashMap<u64, TenantModel<B>>,
+    next_handle: u64,
+    completed: u64,
+    failed: u64,
+}
+
+struct Queued<B: Backend> {
+    model: Rc<LoadedModel<B>>,
+    work: Work,
+    reply: Reply<WorkOutput>,
+    received: Instant,
+}
+
+struct InFlight<B: Backend> {
+    tenant: TenantId,
+    pending: B::Pending,
+    /// The item's buffers, kept (and charged) until its downloads are done.
+    _keep: Vec<Tracked<B>>,
+    /// Name and shape of each download, in order; `loss` comes first for a train step.
+    outputs: Vec<(String, Vec<usize>)>,
+    has_loss: bool,
+    _model: Rc<LoadedModel<B>>,
+    reply: Reply<WorkOutput>,
+    seq: u64,
+    queue_seconds: f64,
+    started: Instant,
+    op: &'static str,
+}
+
+struct Device<B: Backend> {
+    backend: B,
+    cfg: ExecutorConfig,
+    device: Rc<Account>,
+    loader: B::Stream,
+    registry: Registry<B>,
+    tenants: HashMap<TenantId, Tenant<B>>,
+    sessions: HashMap<String, TenantId>,
+    sched: Scheduler<Queued<B>>,
+    in_flight: Vec<InFlight<B>>,
+    paused: bool,
+    next_tenant: TenantId,
+}
+
+fn serve<B: Backend>(
+    backend: B,
+    cfg: ExecutorConfig,
+    rx: mpsc::Receiver<Command>,
+    ready: mpsc::Sender<Result<(BackendKind, String)>>,
+) {
+    let setup = || -> Result<Device<B>> {
+        let limit = match (cfg.device_memory_limit, backend.kind()) {
+            (Some(l), _) => l,
+            (None, BackendKind::Cpu) => CPU_DEFAULT_LIMIT,
+            (None, BackendKind::Cuda) => backend.memory_info()?.1 / 10 * 9,
+        };
+        Ok(Device {
+            loader: backend.new_stream(crate::config::Priority::Normal)?,
+            device: Account::device(limit),
+            registry: Registry::default(),
+            tenants: HashMap::new(),
+            sessions: HashMap::new(),
+            sched: Scheduler::new(
+                cfg.max_queue_total,
+                cfg.max_in_flight_total,
+                cfg.latency_lead,
+            ),
+            in_flight: Vec::new(),
+            paused: false,
+            next_tenant: 1,
+            backend,
+            cfg,
+        })
+    };
+    let mut dev = match setup() {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok((dev.backend.kind(), dev.backend.device_name())));
+    dev.run(rx);
+}
+
+fn now_seconds(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64()
+}
+
+impl<B: Backend> Device<B> {
+    fn run(&mut self, rx: mpsc::Receiver<Command>) {
+        let mut stopping = false;
+        loop {
+            let idle = self.in_flight.is_empty() && (self.paused || self.sched.queued() == 0);
+            if idle && stopping {
+                break;
+            }
+            if idle {
+                match rx.recv() {
+                    Ok(cmd) => stopping |= self.handle(cmd),
+                    Err(_) => break,
+                }
+            }
+            let mut progressed = false;
+            while let Ok(cmd) = rx.try_recv() {
+                stopping |= self.handle(cmd);
+                progressed = true;
+            }
+            if stopping {
+                self.refuse_queued();
+            }
+            progressed |= self.poll_completions();
+            progressed |= self.dispatch();
+            if !progressed && !self.in_flight.is_empty() {
+                // Work is on the device: keep polling its events, without sleeping past them.
+                std::thread::yield_now();
+            }
+        }
+        tracing::info!("gpu executor device thread stopped");
+    }
+
+    /// Handles one command; `true` means stop.
+    fn handle(&mut self, cmd: Command) -> bool {
+        match cmd {
+            Command::Open { grant, reply } => {
+                let _ = reply.send(self.open(grant));
+            }
+            Command::Close { session } => self.close(&session),
+            Command::Load {
+                session,
+                model,
+                reply,
+            } => {
+                let _ = reply.send(self.load(&session, *model));
+            }
+            Command::Unload {
+                session,
+                handle,
+                reply,
+            } => {
+                let _ = reply.send(self.unload(&session, handle));
+            }
+            Command::SetParams {
+                session,
+                handle,
+                params,
+                reply,
+            } => {
+                let _ = reply.send(self.set_params(&session, handle, params));
+            }
+            Command::Submit {
+                session,
+                handle,
+                work,
+                reply,
+                received,
+                _permit,
+            } => self.submit(&session, handle, work, reply, received),
+            Command::Stats { reply } => {
+                let _ = reply.send(Ok(self.stats()));
+            }
+            Command::Pause(p) => self.paused = p,
+            Command::Shutdown => return true,
+        }
+        false
+    }
+
+    fn tenant_of(&self, session: &str) -> Result<TenantId> {
+        self.sessions
+            .get(session)
+            .copied()
+            .ok_or(GpuError::UnknownSession)
+    }
+
+    fn open(&mut self, grant: Grant) -> Result<Opened> {
+        if self.tenants.len() >= self.cfg.max_tenants {
+            return Err(GpuError::QueueFull {
+                queue: "tenant table".into(),
+                limit: self.cfg.max_tenants as u64,
+            });
+        }
+        let id = self.next_tenant;
+        self.next_tenant += 1;
+        let stream = self.backend.new_stream(grant.priority)?;
+        let session: String = {
+            let mut rng = rand::rng();
+            (0..4)
+                .map(|_| format!("{:08x}", rng.random::<u32>()))
+                .collect()
+        };
+        self.sched.add_tenant(
+            id,
+            TenantShare {
+                weight: grant.weight,
+                priority: grant.priority,
+                max_in_flight: grant.max_in_flight,
+                max_queue: self.cfg.max_queue_per_tenant,
+            },
+        );
+        let label = if grant.name.is_empty() {
+            format!("tenant-{id}")
+        } else {
+            grant.name.clone()
+        };
+        self.tenants.insert(
+            id,
+            Tenant {
+                account: Account::new(label, grant.memory_quota_bytes),
+                grant: grant.clone(),
+                stream,
+                models: HashMap::new(),
+                next_handle: 1,
+                completed: 0,
+                failed: 0,
+            },
+        );
+        self.sessions.insert(session.clone(), id);
+        tracing::info!(tenant = id, name = %grant.name, weight = grant.weight, priority = grant.priority.as_str(), "tenant opened");
+        metrics::gauge!(m::TENANTS).set(self.tenants.len() as f64);
+        Ok(Opened {
+            session,
+            tenant_id: id,
+            grant,
+            backend: self.backend.kind(),
+        })
+    }
+
+    /// Ends a session: its queued work is refused, its models released (the weights leave the
+    /// device once no other tenant and no work in flight holds them).
+    fn close(&mut self, session: &str) {
+        let Some(id) = self.sessions.remove(session) else {
+            return;
+        };
+        for q in self.sched.remove_tenant(id) {
+            let _ = q
+                .reply
+                .send(Err(GpuError::Unavailable("the session was closed".into())));
+        }
+        self.tenants.remove(&id);
+        self.registry.purge();
+        tracing::info!(tenant = id, "tenant closed");
+        metrics::gauge!(m::TENANTS).set(self.tenants.len() as f64);
+        self.update_memory_gauges();
+    }
+
+    fn load(&mut self, session: &str, model: HostModel) -> Result<ModelHandle> {
+        let id = self.tenant_of(session)?;
+        let bytes = model.program.weight_bytes();
+        let tenant = self.tenants.get(&id).ok_or(GpuError::UnknownSession)?;
+        // The tenant pays the full size whether or not the weights are already resident.
+        let charge = Charge::new(&[&tenant.account], bytes)?;
+        let (loaded, shared) = self.registry.load(
+            &self.backend,
+            &self.loader,
+            &self.device,
+            self.cfg.device_memory_reserve,
+            model,
+        )?;
+        // Other tenants' streams read these weights: the upload must be complete first.
+        self.backend.synchronize(&self.loader)?;
+        let (first, last) = loaded.program.range();
+        let info = ModelHandle {
+            id: 0,
+            model_hash: loaded.hash.clone(),
+            arch: loaded.program.arch().to_string(),
+            shared,
+            weight_bytes: bytes,
+            first_layer: first,
+            last_layer: last,
+            layers: loaded
+                .program
+                .layers()
+                .iter()
+                .map(|l| (l.name.clone(), l.kind.to_string()))
+                .collect(),
+        };
+        let tenant = self.tenants.get_mut(&id).ok_or(GpuError::UnknownSession)?;
+        let handle = tenant.next_handle;
+        tenant.next_handle += 1;
+        tenant.models.insert(
+            handle,
+            TenantModel {
+                model: Rc::new(loaded),
+                _charge: charge,
+            },
+        );
+        tracing::info!(tenant = id, handle, hash = %info.model_hash, shared, bytes, "model loaded");
+        self.update_memory_gauges();
+        Ok(ModelHandle { id: handle, ..info })
+    }
+
+    fn unload(&mut self, session: &str, handle: u64) -> Result<bool> {
+        let id = self.tenant_of(session)?;
+        let tenant = self.tenants.get_mut(&id).ok_or(GpuError::UnknownSession)?;
+        let gone = tenant
+            .models
+            .remove(&handle)
+            .ok_or(GpuError::UnknownHandle(handle))?;
+        let freed = Rc::strong_count(&gone.model) == 1
+            && gone.model.weights.iter().all(|w| Rc::strong_count(w) == 1);
+        drop(gone);
+        self.registry.purge();
+        self.update_memory_gauges();
+        Ok(freed)
+    }
+
+    /// Replaces parameters of one tenant's model; shared tensors are copied first (the copy is
+    /// the tenant's alone and charged to the device; the tenant already pays the full size).
+    fn set_params(
+        &mut self,
+        session: &str,
+        handle: u64,
+        params: Vec<(String, HostTensor)>,
+    ) -> Result<u32> {
+        let id = self.tenant_of(session)?;
+        let tenant = self.tenants.get_mut(&id).ok_or(GpuError::UnknownSession)?;
+        let entry = tenant
+            .models
+            .get_mut(&handle)
+            .ok_or(GpuError::UnknownHandle(handle))?;
+        let specs: Vec<_> = entry.model.program.params().cloned().collect();
+        let mut weights = entry.model.weights.clone();
+        let mut copied = 0;
+        for (name, value) in params {
+            let i = specs.iter().position(|s| s.name == name).ok_or_else(|| {
+                GpuError::InvalidRequest(format!("`{name}` is not a parameter of this model range"))
+            })?;
+            if value.shape() != specs[i].shape.as_slice() {
+                return Err(GpuError::InvalidRequest(format!(
+                    "`{name}` has shape {:?}, the model needs {:?}",
+                    value.shape(),
+                    specs[i].shape
+                )));
+            }
+            let data = value
+                .as_f32()
+                .ok_or_else(|| GpuError::InvalidRequest(format!("`{name}` must be FP32")))?;
+            if data.iter().any(|v| !v.is_finite()) {
+                return Err(GpuError::InvalidRequest(format!(
+                    "`{name}` holds NaN or infinite values"
+                )));
+            }
+            if Rc::strong_count(&weights[i]) > 1 {
+                copied += 1;
+            }
+            // Uploaded on the tenant's stream: its later work is ordered after the copy.
+            let charge = Charge::new(&[&self.device], data.len() as u64 * 4)?;
+            let buf = self.backend.upload(&tenant.stream, data)?;
+            weights[i] = Rc::new(WeightTensor::new(buf, charge));
+        }
+        let model = LoadedModel {
+            hash: entry.model.hash.clone(),
+            program: entry.model.program.clone(),
+            weights,
+        };
+        entry.model = Rc::new(model);
+        self.registry.purge();
+        self.update_memory_gauges();
+        Ok(copied)
+    }
+
+    fn submit(
+        &mut self,
+        session: &str,
+        handle: u64,
+        work: Work,
+        reply: Reply<WorkOutput>,
+        received: Instant,
+    ) {
+        let op = work.op();
+        let queued = (|| {
+            let id = self.tenant_of(session)?;
+            let tenant = self.tenants.get(&id).ok_or(GpuError::UnknownSession)?;
+            let model = tenant
+                .models
+                .get(&handle)
+                .ok_or(GpuError::UnknownHandle(handle))?
+                .model
+                .clone();
+            // Refuse bad input now, before it takes a place in the queue.
+            let input = match &work {
+                Work::Forward(x) => x,
+                Work::Train { input, .. } => {
+                    model.program.check_trainable()?;
+                    input
+                }
+            };
+            model.program.check_input(input)?;
+            let cost = model.program.flops(input.shape());
+            Ok((id, model, cost))
+        })();
+        match queued {
+            Err(e) => {
+                self.count_outcome(op, &e);
+                let _ = reply.send(Err(e));
+            }
+            Ok((id, model, cost)) => {
+                let item = Queued {
+                    model,
+                    work,
+                    reply,
+                    received,
+                };
+                if let Err(refused) = self.sched.enqueue(id, item, cost) {
+                    self.count_outcome(op, &refused.error);
+                    let _ = refused.item.reply.send(Err(refused.error));
+                }
+            }
+        }
+        metrics::gauge!(m::QUEUED).set(self.sched.queued() as f64);
+    }
+
+    fn refuse_queued(&mut self) {
+        let ids: Vec<TenantId> = self.tenants.keys().copied().collect();
+        for id in ids {
+            for q in self.sched.remove_tenant(id) {
+                let _ = q.reply.send(Err(GpuError::Unavailable(
+                    "the executor is stopping".into(),
+                )));
+            }
+        }
+    }
+
+    fn count_outcome(&self, op: &'static str, e: &GpuError) {
+        metrics::counter!(m::REQUESTS_TOTAL, "op" => op, "outcome" => e.tag()).increment(1);
+    }
+
+    /// Dispatches while the scheduler allows; `true` when anything was dispatched.
+    fn dispatch(&mut self) -> bool {
+        if self.paused {
+            return false;
+        }
+        let mut any = false;
+        while let Some(d) = self.sched.next_dispatch() {
+            any = true;
+            self.start(d);
+        }
+        metrics::gauge!(m::QUEUED).set(self.sched.queued() as f64);
+        metrics::gauge!(m::IN_FLIGHT).set(self.in_flight.len() as f64);
+        any
+    }
+
+    fn start(&mut self, d: Dispatch<Queued<B>>) {
+        let Queued {
+            model,
+            work,
+            reply,
+            received,
+        } = d.item;
+        let op = work.op();
+        let queue_seconds = now_seconds(received);
+        let priority = self
+            .tenants
+            .get(&d.tenant)
+            .map_or("normal", |t| t.grant.priority.as_str());
+        metrics::histogram!(m::QUEUE_SECONDS, "op" => op, "priority" => priority)
+            .record(queue_seconds);
+        match self.launch(d.tenant, &model, work) {
+            Ok((pending, keep, outputs, has_loss)) => self.in_flight.push(InFlight {
+                tenant: d.tenant,
+                pending,
+                _keep: keep,
+                outputs,
+                has_loss,
+                _model: model,
+                reply,
+                seq: d.seq,
+                queue_seconds,
+                started: Instant::now(),
+                op,
+            }),
+            Err(e) => {
+                self.sched.complete(d.tenant);
+                self.finish_tenant(d.tenant, false);
+                self.count_outcome(op, &e);
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Enqueues one item's work and downloads on its tenant's stream.
+    #[allow(clippy::type_complexity)]
+    fn launch(
+        &mut self,
+        id: TenantId,
+        model: &LoadedModel<B>,
+        work: Work,
+    ) -> Result<(B::Pending, Vec<Tracked<B>>, Vec<(String, Vec<usize>)>, bool)> {
+        let (free, _) = self.backend.memory_info()?;
+        if free < self.cfg.device_memory_reserve {
+            return Err(GpuError::DeviceMemory {
+                requested: self.cfg.device_memory_reserve,
+                available: free,
+            });
+        }
+        let tenant = self.tenants.get(&id).ok_or(GpuError::UnknownSession)?;
+        let ledger = Ledger::new(tenant.account.clone(), self.device.clone());
+        let ex = Exec::new(
+            &self.backend,
+            &tenant.stream,
+            ledger,
+            self.cfg.max_buffer_elements,
+        );
+        let weights = model.buffers();
+        match work {
+            Work::Forward(x) => {
+                let y = model.program.forward(&ex, &weights, &x)?;
+                let pending = self.backend.download(&tenant.stream, &[&*y.buf])?;
+                Ok((
+                    pending,
+                    vec![y.buf],
+                    vec![("output".into(), y.shape)],
+                    false,
+                ))
+            }
+            Work::Train {
+                input,
+                targets,
+                loss,
+            } => {
+                let step = train_step(&model.program, &ex, &weights, &input, &targets, loss)?;
+                let mut outputs = vec![("loss".to_string(), vec![1])];
+                outputs.extend(
+                    model
+                        .program
+                        .params()
+                        .map(|p| (p.name.clone(), p.shape.clone())),
+                );
+                let mut keep = vec![step.loss];
+                keep.extend(step.grads);
+                let bufs: Vec<&B::Buf> = keep.iter().map(|t| &**t).collect();
+                let pending = self.backend.download(&tenant.stream, &bufs)?;
+                Ok((pending, keep, outputs, true))
+            }
+        }
+    }
+
+    fn finish_tenant(&mut self, id: TenantId, ok: bool) {
+        if let Some(t) = self.tenants.get_mut(&id) {
+            if ok {
+                t.completed += 1;
+            } else {
+                t.failed += 1;
+            }
+        }
+    }
+
+    /// Answers every item whose downloads are done; `true` when any was.
+    fn poll_completions(&mut self) -> bool {
+        let mut any = false;
+        let mut i = 0;
+        while i < self.in_flight.len() {
+            // A device error counts as done: `finish` reports it to the item's tenant.
+            let done = self
+                .backend
+                .poll(&self.in_flight[i].pending)
+                .unwrap_or(true);
+            if !done {
+                i += 1;
+                continue;
+            }
+            any = true;
+            let item = self.in_flight.swap_remove(i);
+            self.sched.complete(item.tenant);
+            let device_seconds = now_seconds(item.started);
+            let result = self
+                .backend
+                .finish(item.pending)
+                .and_then(|values| collect_output(values, &item.outputs, item.has_loss));
+            let result = result.map(|(tensors, loss)| WorkOutput {
+                tensors,
+                loss,
+                dispatch_seq: item.seq,
+                queue_seconds: item.queue_seconds,
+                device_seconds,
+            });
+            metrics::histogram!(m::KERNEL_SECONDS, "op" => item.op, "backend" => self.backend.kind().as_str())
+                .record(device_seconds);
+            match &result {
+                Ok(_) => {
+                    metrics::counter!(m::REQUESTS_TOTAL, "op" => item.op, "outcome" => "ok")
+                        .increment(1);
+                    self.finish_tenant(item.tenant, true);
+                }
+                Err(e) => {
+                    tracing::error!(tenant = item.tenant, error = %e, "work item failed on the device");
+                    self.count_outcome(item.op, e);
+                    self.finish_tenant(item.tenant, false);
+                }
+            }
+            let _ = item.reply.send(result);
+        }
+        if any {
+            metrics::gauge!(m::IN_FLIGHT).set(self.in_flight.len() as f64);
+        }
+        any
+    }
+
+    fn update_memory_gauges(&mut self) {
+        let (_, weights) = self.registry.resident();
+        metrics::gauge!(m::MEMORY_BYTES, "kind" => "used").set(self.device.used() as f64);
+        metrics::gauge!(m::MEMORY_BYTES, "kind" => "limit").set(self.device.limit() as f64);
+        metrics::gauge!(m::MEMORY_BYTES, "kind" => "shared_weights").set(weights as f64);
+    }
+
+    fn stats(&mut self) -> ExecutorStats {
+        let (tensors, bytes) = self.registry.resident();
+        let mut tenants: Vec<TenantStats> = self
+            .tenants
+            .iter()
+            .map(|(&id, t)| {
+                let q = self
+                    .sched
+                    .stats(id)
+                    .unwrap_or(super::scheduler::QueueStats {
+                        queued: 0,
+                        in_flight: 0,
+                        peak_in_flight: 0,
+                    });
+                TenantStats {
+                    tenant_id: id,
+                    name: t.grant.name.clone(),
+                    weight: t.grant.weight,
+                    priority: t.grant.priority,
+                    queued: q.queued as u32,
+                    in_flight: q.in_flight,
+                    peak_in_flight: q.peak_in_flight,
+                    memory_used_bytes: t.account.used(),
+                    memory_quota_bytes: t.account.limit(),
+                    completed: t.completed,
+                    failed: t.failed,
+                    models: t.models.len() as u32,
+                }
+            })
+            .collect();
+        tenants.sort_by_key(|t| t.tenant_id);
+        ExecutorStats {
+            backend: self.backend.kind().as_str().to_string(),
+            device: self.backend.device_name(),
+            resident_weight_bytes: bytes,
+            resident_tensors: tensors as u32,
+            device_used_bytes: self.device.used(),
+            device_limit_bytes: self.device.limit(),
+            dispatched: self.sched.dispatched(),
+            tenants,
+        }
+    }
+}
+
+/// Pairs downloaded values with their names and shapes.
+#[allow(clippy::type_complexity)]
+fn collect_output(
+    values: Vec<Vec<f32>>,
+    outputs: &[(String, Vec<usize>)],
+    has_loss: bool,
+) -> Result<(Vec<(String, HostTensor)>, Option<f32>)> {
+    let mut tensors = Vec::with_capacity(outputs.len());
+    let mut loss = None;
+    for (i, ((name, shape), mut v)) in outputs.iter().zip(values).enumerate() {
+        let n: usize = shape.iter().product();
+        v.truncate(n);
+        if has_loss && i == 0 {
+            loss = v.first().copied();
+            continue;
+        }
+        tensors.push((name.clone(), HostTensor::f32(shape.clone(), v)?));
+    }
+    Ok((tensors, loss))
+}
