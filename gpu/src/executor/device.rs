@@ -542,6 +542,9 @@ impl<B: Backend> Device<B> {
         while let Some(d) = self.sched.next_dispatch() {
             any = true;
             self.start(d);
+            // Work the CPU backend ran at once (or tiny GPU work) frees its place right away,
+            // so the next pick sees the true in-flight state.
+            self.poll_completions();
         }
         metrics::gauge!(m::QUEUED).set(self.sched.queued() as f64);
         metrics::gauge!(m::IN_FLIGHT).set(self.in_flight.len() as f64);
