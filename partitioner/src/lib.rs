@@ -8,8 +8,10 @@ pub mod evaluate;
 mod explain;
 mod graph;
 pub mod instance;
+mod lagrange;
 pub mod plan;
 pub mod random;
+mod search;
 pub mod solve;
 
 pub use error::{Infeasibility, PartitionError, Result};
@@ -17,4 +19,5 @@ pub use evaluate::{Evaluation, Violation, evaluate};
 pub use graph::MAX_EDGES;
 pub use instance::{Instance, Layer, Problem};
 pub use plan::{Group, GroupChoice, Plan};
-pub use solve::{MAX_LABELS, MAX_STATES, SolveStats, TIE_RELATIVE_TOLERANCE, solve};
+pub use search::MAX_LABELS;
+pub use solve::{MAX_STATES, SolveStats, TIE_RELATIVE_TOLERANCE, solve};

@@ -1,27 +1,30 @@
-//! The exact solver: a label-setting search for the resource-constrained shortest path on the
-//! cut graph ([`crate::graph`]), with latency as the resource and the group count as a second,
-//! discrete one.
+//! The exact solver. A plan is a path from cut 0 to cut `n` in the cut graph ([`crate::graph`]);
+//! the problem is a resource-constrained shortest path (latency is the resource, the group count
+//! a second, discrete one), solved in five steps:
 //!
-//! A label is a partial plan that ends at cut `j` after `h` groups, carrying its compute cost and
-//! latency. Cuts are processed in order (the graph is a DAG), so every label of a cut is final
-//! when the cut is reached. Labels are kept per (cut, groups used) as a Pareto front in
-//! (cost, latency); a label is also dropped when a label of the same cut with fewer groups is no
-//! costlier and no slower. Before a label is created it must pass three bounds, each a backward
-//! dynamic program over (cut, groups left) ([`crate::bounds`]):
-//! - latency: its latency plus the least latency still to come is within the SLO;
-//! - cost: its cost plus the least cost still to come is within the incumbent's;
-//! - Lagrangian: for the multiplier λ* of the dual `max_λ min_P cost(P) + λ (latency(P) − SLO)`,
-//!   `cost + λ* (latency − SLO) + least (cost + λ* latency) still to come` is within the
-//!   incumbent's — the bound that makes the search small, because the SLO usually binds.
+//! 1. **Graph**: every candidate (group, tier) that fits memory, payload and times, minus tiers
+//!    no faster and no cheaper than another for the same group.
+//! 2. **Latency pruning**: an edge goes when the fastest plan through it (any group count) is over
+//!    the SLO; if the fastest plan of all is, the instance is infeasible.
+//! 3. **Lagrangian dual** ([`crate::lagrange`]): the multiplier λ* of
+//!    `max_λ min_P cost(P) + λ (latency(P) − SLO)` on the unlimited-groups relaxation, its dual
+//!    value (a lower bound), and the first incumbents (plans found on the way).
+//! 4. **Reduced-cost fixing** under a cap: an edge goes when the cheapest Lagrangian plan through
+//!    it, less λ* · SLO, is over the cap; on what is left, backward tables over (cut, groups left)
+//!    of the least latency, cost, and cost + λ · latency for λ in λ* · {1, ½, 2}
+//!    ([`crate::bounds`]), whose argmin paths are more incumbents.
+//! 5. **Label search** ([`crate::search`]) below the cap, pruned by those tables.
 //!
-//! The incumbent comes before the search from the argmin paths of those programs (the fastest
-//! plan, the cheapest plan, the plans found while searching λ*).
+//! Steps 4–5 run with caps a little above the lower bound first (2 %, then doubling): when the
+//! optimum is there, almost every edge goes, and a winner found below the cap is proven optimal.
+//! Once a cap reaches the incumbent's cost (or 20 %), the last round is capped by a real plan (or
+//! not at all) and its answer is exact whatever it is.
 //!
 //! **Exactness.** Costs and latencies are summed in the order the definition fixes
 //! ([`crate::evaluate`]), so a label's numbers equal the evaluator's bit for bit, and the SLO test
-//! on a complete plan is exact. Bounds are sums in another order; they only prune with a relative
-//! slack of 1e-9, far above their rounding error, so no plan within that slack of the optimum is
-//! ever pruned. Dominance compares exactly (floating-point addition is monotone).
+//! on a complete plan is exact. Bounds are sums in other orders; they only prune with a relative
+//! slack of 1e-9, far above their rounding error, so no plan within that slack of the cap is ever
+//! pruned.
 //! **Ties.** Among plans whose cost is within a relative 1e-12 of the least cost (e.g. the same
 //! cost rounded differently at two tiers), the faster one wins, then the cheaper, then the one
 //! with fewer groups.
@@ -33,18 +36,20 @@ use crate::error::{PartitionError, Result};
 use crate::explain;
 use crate::graph::Graph;
 use crate::instance::{Instance, Problem};
+use crate::lagrange::multiplier;
 use crate::plan::{Group, Plan};
+use crate::search::{Bounds, Search};
 
 /// Two plans whose costs are within this relative difference are equally cheap; the faster wins.
 pub const TIE_RELATIVE_TOLERANCE: f64 = 1e-12;
 /// Bounds prune only what is worse by more than this (relative): covers their rounding error.
-const PRUNE_SLACK: f64 = 1e-9;
+pub(crate) const PRUNE_SLACK: f64 = 1e-9;
 /// Multiples of λ* with a Lagrangian bound table each.
 const LAMBDA_FACTORS: [f64; 3] = [1.0, 0.5, 2.0];
 /// The first search's cap is this far (relative) above the lower bound, ...
-const GUESS_GAP: f64 = 0.01;
+const GUESS_GAP: f64 = 0.02;
 /// ... then widened by this factor ...
-const GUESS_GROWTH: f64 = 4.0;
+const GUESS_GROWTH: f64 = 2.0;
 /// ... until past this, when the incumbent (or nothing) caps the search.
 const MAX_GUESS_GAP: f64 = 0.2;
 /// Most (cut, groups used) states, i.e. (layers + 1) · (functions + 1).
@@ -262,7 +267,7 @@ impl Problem {
 }
 
 /// Total cost, latency and group count of a path, summed in plan order as the definition says.
-fn walk(graph: &Graph, path: &[usize], fee: f64) -> (f64, f64, usize) {
+pub(crate) fn walk(graph: &Graph, path: &[usize], fee: f64) -> (f64, f64, usize) {
     let (mut compute, mut latency) = (0.0, 0.0);
     for &e in path {
         compute += graph.cost[e];
@@ -273,315 +278,14 @@ fn walk(graph: &Graph, path: &[usize], fee: f64) -> (f64, f64, usize) {
 
 /// The least cost of a feasible plan known so far.
 #[derive(Debug, Default)]
-struct Incumbent {
-    cost: Option<f64>,
+pub(crate) struct Incumbent {
+    pub cost: Option<f64>,
 }
 
 impl Incumbent {
-    fn offer(&mut self, (total, latency, _groups): (f64, f64, usize), slo: f64) {
+    pub fn offer(&mut self, (total, latency, _groups): (f64, f64, usize), slo: f64) {
         if latency <= slo {
             self.cost = Some(self.cost.map_or(total, |c| c.min(total)));
         }
     }
-}
-
-/// Finds the Lagrangian multiplier λ* of the SLO by the hull method on the unlimited-groups
-/// relaxation (each step one O(edges) program): keep a cheapest-known plan over the SLO and a
-/// cheapest-known plan within it, set λ to the slope between them, stop when the program at λ
-/// finds nothing below their line. Plans within the SLO and `max_groups` feed the incumbent.
-/// Returns λ*, the programs run, and the dual bound `min_P cost(P) + λ* (latency(P) − SLO)`
-/// (a lower bound on the cost of every plan within the SLO, whatever its group count).
-fn multiplier(
-    graph: &Graph,
-    fee: f64,
-    slo: f64,
-    max_groups: usize,
-    incumbent: &mut Incumbent,
-) -> (f64, usize, f64) {
-    let mut iterations = 0;
-    let mut plan_at = |lambda: f64| -> (f64, f64) {
-        iterations += 1;
-        let (_, path) = if lambda.is_infinite() {
-            bounds::unlimited(graph, |e| graph.lat[e])
-        } else {
-            bounds::unlimited(graph, |e| graph.cost[e] + fee + lambda * graph.lat[e])
-        };
-        let plan = walk(graph, &path, fee);
-        if plan.2 <= max_groups {
-            incumbent.offer(plan, slo);
-        }
-        (plan.0, plan.1)
-    };
-    let cheapest = plan_at(0.0);
-    let mut bound = cheapest.0;
-    if cheapest.1 <= slo {
-        return (0.0, iterations, bound);
-    }
-    let fastest = plan_at(f64::INFINITY);
-    if fastest.1 > slo {
-        return (0.0, iterations, bound); // Even the relaxation is infeasible.
-    }
-    let (mut over, mut within) = (cheapest, fastest);
-    let mut best_lambda = 0.0;
-    for _ in 0..64 {
-        if over.1 <= within.1 {
-            break;
-        }
-        let lambda = ((within.0 - over.0) / (over.1 - within.1)).max(0.0);
-        let found = plan_at(lambda);
-        let value = found.0 + lambda * found.1;
-        if value - lambda * slo > bound {
-            (bound, best_lambda) = (value - lambda * slo, lambda);
-        }
-        let line = over.0 + lambda * over.1;
-        if value >= line - 1e-12 * line.abs() {
-            break; // No plan below the line through both: λ is optimal.
-        }
-        if found.1 <= slo {
-            within = found;
-        } else {
-            over = found;
-        }
-    }
-    (best_lambda, iterations, bound)
-}
-
-/// Most labels the search may create (about 24 bytes each) before it gives up.
-pub const MAX_LABELS: usize = 30_000_000;
-
-#[derive(Debug, Clone, Copy)]
-struct Label {
-    /// Compute cost so far (no invocation fees: the group count is the front's).
-    cost: f64,
-    latency: f64,
-    pred: u32,
-    edge: u32,
-}
-
-struct Search<'a> {
-    graph: &'a Graph,
-    k: usize,
-    slo: f64,
-    fee: f64,
-    /// Multipliers of the Lagrangian tables, in table order.
-    lambdas: Vec<f64>,
-    bounds: Bounds,
-}
-
-/// The bound tables interleaved, so that one lookup reads one or two cache lines: at
-/// (cut, groups left), the least latency still to come, the least cost, then the least
-/// cost + λ · latency for each multiplier.
-struct Bounds {
-    width: usize,
-    stride: usize,
-    values: Vec<f64>,
-}
-
-impl Bounds {
-    fn new(max_groups: usize, tables: &[Table]) -> Self {
-        let width = max_groups + 1;
-        let cuts = tables[0].cuts();
-        let mut values = Vec::with_capacity(cuts * width * tables.len());
-        for cut in 0..cuts {
-            for left in 0..width {
-                values.extend(tables.iter().map(|t| t.value(cut, left)));
-            }
-        }
-        Self {
-            width,
-            stride: tables.len(),
-            values,
-        }
-    }
-
-    #[inline]
-    fn at(&self, cut: usize, left: usize) -> &[f64] {
-        let at = (cut * self.width + left) * self.stride;
-        &self.values[at..at + self.stride]
-    }
-}
-
-/// What the bounds compare against, derived from the incumbent's cost.
-#[derive(Debug, Clone)]
-struct Limits {
-    slo: f64,
-    cost: f64,
-    /// Per multiplier.
-    lagrange: Vec<f64>,
-}
-
-impl Search<'_> {
-    fn limits(&self, best: f64) -> Limits {
-        Limits {
-            slo: self.slo * (1.0 + PRUNE_SLACK),
-            cost: best * (1.0 + PRUNE_SLACK),
-            lagrange: self
-                .lambdas
-                .iter()
-                .map(|l| best + PRUNE_SLACK * (best + l * self.slo))
-                .collect(),
-        }
-    }
-
-    /// Whether a partial plan at `cut` with `left` groups still allowed can end within the SLO
-    /// and within the incumbent's cost, by every bound.
-    #[inline]
-    fn within(&self, cut: usize, left: usize, total: f64, latency: f64, limits: &Limits) -> bool {
-        let rest = self.bounds.at(cut, left);
-        if latency + rest[0] > limits.slo || total + rest[1] > limits.cost {
-            return false;
-        }
-        let spare = latency - self.slo;
-        self.lambdas
-            .iter()
-            .zip(&rest[2..])
-            .zip(&limits.lagrange)
-            .all(|((l, r), limit)| total + l * spare + r <= *limit)
-    }
-
-    /// The winning path among the plans that cost at most `cap` (bounds prune above it, with
-    /// their slack), and its cost; `None` when no plan is found.
-    fn run(&self, cap: f64, stats: &mut SolveStats) -> Result<Option<(Vec<usize>, f64)>> {
-        let graph = self.graph;
-        let (n, k, fee) = (graph.n, self.k, self.fee);
-        let width = k + 1;
-        let mut best = cap;
-        let mut limits = self.limits(best);
-        let mut labels = vec![Label {
-            cost: 0.0,
-            latency: 0.0,
-            pred: u32::MAX,
-            edge: u32::MAX,
-        }];
-        let mut fronts: Vec<Vec<u32>> = vec![Vec::new(); (n + 1) * width];
-        fronts[0].push(0);
-        // Undominated (latency, cost) of this cut's labels with fewer groups: a label no better
-        // than one of them in either is dropped.
-        let mut fewer_groups: Vec<(f64, f64)> = Vec::new();
-        for j in 0..n {
-            fewer_groups.clear();
-            for h in 0..k {
-                let front = std::mem::take(&mut fronts[j * width + h]);
-                for &id in &front {
-                    let label = labels[id as usize];
-                    if !insert_point(&mut fewer_groups, label.latency, label.cost) {
-                        continue;
-                    }
-                    let total = label.cost + h as f64 * fee;
-                    if !self.within(j, k - h, total, label.latency, &limits) {
-                        continue;
-                    }
-                    stats.labels_extended += 1;
-                    let groups = (h + 1) as f64;
-                    for e in graph.edges(j) {
-                        let to = graph.to[e] as usize;
-                        let latency = label.latency + graph.lat[e];
-                        let cost = label.cost + graph.cost[e];
-                        let total = cost + groups * fee;
-                        if !self.within(to, k - h - 1, total, latency, &limits) {
-                            continue;
-                        }
-                        if to == n {
-                            if latency > self.slo {
-                                continue; // The exact test; the bound had a slack.
-                            }
-                            if total < best {
-                                best = total;
-                                limits = self.limits(best);
-                            }
-                        }
-                        let new = Label {
-                            cost,
-                            latency,
-                            pred: id,
-                            edge: e as u32,
-                        };
-                        if insert_label(&mut fronts[to * width + h + 1], &mut labels, new) {
-                            stats.labels += 1;
-                        }
-                    }
-                    if labels.len() > MAX_LABELS {
-                        return Err(PartitionError::TooLarge {
-                            what: "the labels of the search",
-                            value: labels.len() as u64,
-                            limit: MAX_LABELS as u64,
-                        });
-                    }
-                }
-            }
-        }
-
-        // Complete plans: the least cost, then among the costs within the tie tolerance of it
-        // the least latency, then the least cost, then the fewest groups.
-        let complete: Vec<(f64, f64, usize, u32)> = (1..=k)
-            .flat_map(|h| {
-                let labels = &labels;
-                fronts[n * width + h].iter().map(move |&id| {
-                    let l = labels[id as usize];
-                    (l.cost + h as f64 * fee, l.latency, h, id)
-                })
-            })
-            .collect();
-        let Some(least) = complete.iter().map(|c| c.0).min_by(f64::total_cmp) else {
-            return Ok(None);
-        };
-        let tie = least + least.abs() * TIE_RELATIVE_TOLERANCE;
-        let winner = complete
-            .iter()
-            .filter(|c| c.0 <= tie)
-            .min_by(|a, b| {
-                a.1.total_cmp(&b.1)
-                    .then(a.0.total_cmp(&b.0))
-                    .then(a.2.cmp(&b.2))
-            })
-            .expect("the least-cost plan is within the tie tolerance of itself");
-        let mut path = Vec::with_capacity(winner.2);
-        let mut id = winner.3;
-        while id != 0 {
-            let label = labels[id as usize];
-            path.push(label.edge as usize);
-            id = label.pred;
-        }
-        path.reverse();
-        Ok(Some((path, least)))
-    }
-}
-
-/// Inserts a label into a Pareto front (ids ordered by latency ascending, cost strictly
-/// descending) unless a label there is no slower and no costlier; drops the labels it beats.
-fn insert_label(front: &mut Vec<u32>, labels: &mut Vec<Label>, new: Label) -> bool {
-    let at = front.partition_point(|&id| labels[id as usize].latency <= new.latency);
-    if at > 0 && labels[front[at - 1] as usize].cost <= new.cost {
-        return false;
-    }
-    let mut start = at;
-    if start > 0 && labels[front[start - 1] as usize].latency == new.latency {
-        start -= 1; // Same latency, higher cost: beaten.
-    }
-    let mut end = at;
-    while end < front.len() && labels[front[end] as usize].cost >= new.cost {
-        end += 1;
-    }
-    let id = labels.len() as u32;
-    labels.push(new);
-    front.splice(start..end, [id]);
-    true
-}
-
-/// [`insert_label`] for bare (latency, cost) points; false when the point is dominated.
-fn insert_point(front: &mut Vec<(f64, f64)>, latency: f64, cost: f64) -> bool {
-    let at = front.partition_point(|p| p.0 <= latency);
-    if at > 0 && front[at - 1].1 <= cost {
-        return false;
-    }
-    let mut start = at;
-    if start > 0 && front[start - 1].0 == latency {
-        start -= 1;
-    }
-    let mut end = at;
-    while end < front.len() && front[end].1 >= cost {
-        end += 1;
-    }
-    front.splice(start..end, [(latency, cost)]);
-    true
 }
