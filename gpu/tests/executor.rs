@@ -12,3 +12,7 @@ mod cuda;
 mod ops;
 #[path = "executor/programs.rs"]
 mod programs;
+#[path = "executor/suite.rs"]
+mod suite;
+#[path = "executor/tenants.rs"]
+mod tenants;

@@ -72,10 +72,9 @@ fn parse_config(bytes: &[u8], origin: &str) -> Result<ModelConfig> {
 
 /// Whether `path` lies under one of `roots` (any path when there are none).
 fn allowed(path: &Path, roots: &[PathBuf]) -> Result<PathBuf> {
-    let real = path.canonicalize().map_err(|source| GpuError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let real = path
+        .canonicalize()
+        .map_err(|e| GpuError::InvalidRequest(format!("model folder {}: {e}", path.display())))?;
     if roots.is_empty() {
         return Ok(real);
     }
@@ -94,10 +93,8 @@ fn allowed(path: &Path, roots: &[PathBuf]) -> Result<PathBuf> {
 
 /// Reads a file of at most `limit` bytes.
 fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let io = |source| GpuError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    // The path came with the request: not finding it is the request's fault.
+    let io = |e: std::io::Error| GpuError::InvalidRequest(format!("{}: {e}", path.display()));
     let len = std::fs::metadata(path).map_err(io)?.len();
     if len > limit {
         return Err(GpuError::TooLarge {

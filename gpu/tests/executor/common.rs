@@ -91,10 +91,23 @@ pub fn cpu_forward(
     tensors: &[Vec<f32>],
     x: &HostTensor,
 ) -> cumulus_gpu::Result<HostTensor> {
-    let b = CpuBackend::new();
+    forward_on(&CpuBackend::new(), program, tensors, x)
+}
+
+/// Runs `program` with `tensors` on backend `b`, unmetered (uploading the weights first).
+pub fn forward_on<B: Backend>(
+    b: &B,
+    program: &Program,
+    tensors: &[Vec<f32>],
+    x: &HostTensor,
+) -> cumulus_gpu::Result<HostTensor> {
     let s = b.new_stream(Priority::Normal)?;
-    let ex = Exec::new(&b, &s, Ledger::unlimited(), 1 << 28);
-    let weights: Vec<&Vec<f32>> = tensors.iter().collect();
+    let uploaded = tensors
+        .iter()
+        .map(|t| b.upload(&s, t))
+        .collect::<cumulus_gpu::Result<Vec<_>>>()?;
+    let weights: Vec<&B::Buf> = uploaded.iter().collect();
+    let ex = Exec::new(b, &s, Ledger::unlimited(), 1 << 28);
     let y = program.forward(&ex, &weights, x)?;
     let out = b.finish(b.download(&s, &[&*y.buf])?)?;
     HostTensor::f32(
@@ -115,13 +128,28 @@ pub fn cpu_train(
     targets: &HostTensor,
     loss: cumulus_models::Loss,
 ) -> cumulus_gpu::Result<(f32, Vec<(String, HostTensor)>)> {
-    let b = CpuBackend::new();
+    train_on(&CpuBackend::new(), model, x, targets, loss)
+}
+
+/// One train step on backend `b`: `(loss, gradients by name)`.
+pub fn train_on<B: Backend>(
+    b: &B,
+    model: &cumulus_gpu::executor::weights::HostModel,
+    x: &HostTensor,
+    targets: &HostTensor,
+    loss: cumulus_models::Loss,
+) -> cumulus_gpu::Result<(f32, Vec<(String, HostTensor)>)> {
     let s = b.new_stream(Priority::Normal)?;
-    let ex = Exec::new(&b, &s, Ledger::unlimited(), 1 << 28);
-    let weights: Vec<&Vec<f32>> = model.tensors.iter().collect();
+    let uploaded = model
+        .tensors
+        .iter()
+        .map(|t| b.upload(&s, t))
+        .collect::<cumulus_gpu::Result<Vec<_>>>()?;
+    let weights: Vec<&B::Buf> = uploaded.iter().collect();
+    let ex = Exec::new(b, &s, Ledger::unlimited(), 1 << 28);
     let step =
         cumulus_gpu::program::train::train_step(&model.program, &ex, &weights, x, targets, loss)?;
-    let mut bufs: Vec<&Vec<f32>> = vec![&*step.loss];
+    let mut bufs: Vec<&B::Buf> = vec![&*step.loss];
     bufs.extend(step.grads.iter().map(|g| &**g));
     let values = b.finish(b.download(&s, &bufs)?)?;
     let loss = values[0][0];
@@ -132,4 +160,24 @@ pub fn cpu_train(
         .map(|(p, v)| Ok((p.name.clone(), HostTensor::f32(p.shape.clone(), v)?)))
         .collect::<cumulus_gpu::Result<Vec<_>>>()?;
     Ok((loss, grads))
+}
+
+/// Prints a check's result and, when `CUMULUS_GPU_REPORT` names a file, appends it there as a
+/// JSON line (the GPU check script turns these into its table).
+pub fn report(suite: &str, name: &str, rel_err: f32, tol: f32) {
+    println!("{suite} {name}: relative error {rel_err:.2e} (tolerance {tol:.0e})");
+    if let Ok(path) = std::env::var("CUMULUS_GPU_REPORT") {
+        use std::io::Write;
+        let line = serde_json::json!({
+            "suite": suite, "check": name, "rel_err": rel_err, "tolerance": tol,
+            "pass": rel_err <= tol,
+        });
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
 }

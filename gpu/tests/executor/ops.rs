@@ -329,3 +329,13 @@ fn losses_and_their_gradients_match_the_zoo() {
         .expect("sum");
     check("softmax rows sum", &flat(&sm), &[1.0, 1.0]);
 }
+
+#[test]
+fn the_device_suite_runs_on_the_cpu() {
+    // The suite `cuda.rs` compares against CUDA must itself run: checked here, in CI.
+    let out = crate::suite::op_suite(&CpuBackend::new()).expect("suite runs");
+    assert!(out.len() > 50, "{} checks", out.len());
+    for (name, v) in &out {
+        assert!(!v.is_empty() && v.iter().all(|x| x.is_finite()), "{name}");
+    }
+}
