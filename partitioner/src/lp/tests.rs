@@ -13,16 +13,20 @@ use crate::instance::{Instance, Problem};
 use crate::plan::GroupChoice;
 use crate::random::{self, RandomSpec};
 
+/// `coefficient · variable` terms.
+type Terms = Vec<(f64, String)>;
+
 #[derive(Debug, Default)]
 struct Model {
-    objective: Vec<(f64, String)>,
-    constraints: Vec<(String, Vec<(f64, String)>, String, f64)>,
+    objective: Terms,
+    /// (name, terms, sense, right-hand side).
+    constraints: Vec<(String, Terms, String, f64)>,
     bounds: BTreeMap<String, (f64, f64)>,
     binaries: BTreeSet<String>,
     sections: Vec<String>,
 }
 
-fn parse_terms(tokens: &[&str]) -> Vec<(f64, String)> {
+fn parse_terms(tokens: &[&str]) -> Terms {
     let mut terms = Vec::new();
     let mut i = 0;
     while i < tokens.len() {
@@ -264,8 +268,8 @@ fn any_plan(instance: &Instance, cuts: &[bool], tiers: &[usize]) -> Vec<GroupCho
     let n = instance.layers.len();
     let mut groups = Vec::new();
     let mut first = 0;
-    for l in 0..n {
-        if l + 1 == n || cuts[l] {
+    for (l, &cut) in cuts.iter().enumerate().take(n) {
+        if l + 1 == n || cut {
             let tier = instance.tiers_mb[tiers[groups.len()] % instance.tiers_mb.len()];
             groups.push(GroupChoice {
                 first,
