@@ -39,9 +39,23 @@ pub enum PartitionError {
         limit: u64,
     },
 
-    /// Writing an exported model failed.
-    #[error("writing the LP model: {0}")]
-    Io(#[from] std::io::Error),
+    /// Writing an exported model or benchmark file failed; `context` says what was written.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<std::io::Error> for PartitionError {
+    /// An I/O error of the LP export, which writes to any `Write`r without a path.
+    fn from(source: std::io::Error) -> Self {
+        Self::Io {
+            context: "writing the LP model".to_string(),
+            source,
+        }
+    }
 }
 
 impl PartitionError {

@@ -2,6 +2,7 @@
 //! memory tier per group by solving the AMPS-Inf MIQP exactly, and exports the same model in LP
 //! format for an external solver. Pure library: no async, no candle.
 
+pub mod bench;
 mod bounds;
 pub mod error;
 pub mod evaluate;
