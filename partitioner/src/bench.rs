@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PartitionError, Result};
-use crate::instance::Problem;
+use crate::instance::{Instance, Problem};
 use crate::lp::OBJECTIVE_SCALE;
 use crate::random::{self, RandomSpec};
 
@@ -131,6 +131,19 @@ fn time_solve(
     (quantile(&times, 0.5), outcome.expect("at least one solve"))
 }
 
+/// The median wall time of `repeats` runs of `f`, in µs.
+fn median_us(repeats: usize, mut f: impl FnMut()) -> f64 {
+    let mut times: Vec<f64> = (0..repeats.max(1))
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    quantile(&times, 0.5)
+}
+
 /// The `q` quantile of sorted values (nearest rank).
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -223,8 +236,11 @@ pub struct ExportedInstance {
     pub groups: Option<usize>,
     /// Why there is no plan, when there is none.
     pub infeasibility: Option<String>,
-    /// Median solve time, in µs.
+    /// Median solve time of the validated problem, in µs.
     pub solve_us: f64,
+    /// Median time from the instance's JSON text to the plan (parse, validate, solve), in µs: what
+    /// compares with an external solver's read-and-solve.
+    pub parse_and_solve_us: f64,
 }
 
 /// `manifest.json` of an export.
@@ -268,6 +284,10 @@ pub fn export_instances(config: &ExportConfig) -> Result<Manifest> {
         write(&config.dir.join(file("lp")), &lp)?;
 
         let (solve_us, outcome) = time_solve(&problem, config.repeats);
+        let text = instance.to_json();
+        let parse_and_solve_us = median_us(config.repeats, || {
+            let _ = Instance::from_json(&text).and_then(|i| crate::solve::solve(&i));
+        });
         let mut entry = ExportedInstance {
             name: name.clone(),
             instance: file("json"),
@@ -284,6 +304,7 @@ pub fn export_instances(config: &ExportConfig) -> Result<Manifest> {
             groups: None,
             infeasibility: None,
             solve_us,
+            parse_and_solve_us,
         };
         match outcome {
             Ok((plan, _)) => {

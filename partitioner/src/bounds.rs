@@ -32,9 +32,24 @@ impl Weight {
         }
     }
 
+    /// One per edge: the weight that counts groups.
+    pub fn count() -> Self {
+        Self {
+            cost_factor: 0.0,
+            fee: 1.0,
+            latency_factor: 0.0,
+        }
+    }
+
     #[inline]
     pub fn of(&self, graph: &Graph, e: usize) -> f64 {
-        self.cost_factor * graph.cost[e] + self.fee + self.latency_factor * graph.lat[e]
+        let edge = &graph.edge[e];
+        self.of_values(edge.cost, edge.lat)
+    }
+
+    #[inline]
+    pub fn of_values(&self, cost: f64, latency: f64) -> f64 {
+        self.cost_factor * cost + self.fee + self.latency_factor * latency
     }
 }
 
@@ -60,10 +75,10 @@ impl Table {
             let edges = graph.edges(j);
             let mut e = edges.start;
             while e < edges.end {
-                let to = graph.to[e] as usize;
+                let to = graph.edge[e].to as usize;
                 let mut w = weight.of(graph, e);
                 e += 1;
-                while e < edges.end && graph.to[e] as usize == to {
+                while e < edges.end && graph.edge[e].to as usize == to {
                     w = w.min(weight.of(graph, e));
                     e += 1;
                 }
@@ -108,11 +123,12 @@ impl Table {
             let e = graph
                 .edges(j)
                 .find(|&e| {
-                    self.weight.of(graph, e) + self.value(graph.to[e] as usize, r - 1) == target
+                    self.weight.of(graph, e) + self.value(graph.edge[e].to as usize, r - 1)
+                        == target
                 })
                 .expect("a finite value is the sum of an edge and the rest");
             path.push(e);
-            j = graph.to[e] as usize;
+            j = graph.edge[e].to as usize;
             r -= 1;
         }
         Some(path)
@@ -121,19 +137,20 @@ impl Table {
 
 /// Least weight from each cut to the end, any number of groups, with the argmin path from cut 0.
 /// O(edges); the Lagrangian multiplier search runs on it.
-pub(crate) fn unlimited<W: Fn(usize) -> f64>(graph: &Graph, weight: W) -> (f64, Vec<usize>) {
+pub(crate) fn unlimited(graph: &Graph, weight: Weight) -> (f64, Vec<usize>) {
     let n = graph.n;
     let mut values = vec![f64::INFINITY; n + 1];
     let mut argmin = vec![u32::MAX; n + 1];
     values[n] = 0.0;
     for j in (0..n).rev() {
+        let edges = graph.edges(j);
         let mut best = f64::INFINITY;
         let mut arg = u32::MAX;
-        for e in graph.edges(j) {
-            let v = weight(e) + values[graph.to[e] as usize];
+        for (i, edge) in graph.edge[edges.clone()].iter().enumerate() {
+            let v = weight.of_values(edge.cost, edge.lat) + values[edge.to as usize];
             if v < best {
                 best = v;
-                arg = e as u32;
+                arg = (edges.start + i) as u32;
             }
         }
         values[j] = best;
@@ -145,25 +162,25 @@ pub(crate) fn unlimited<W: Fn(usize) -> f64>(graph: &Graph, weight: W) -> (f64, 
         while j < n {
             let e = argmin[j] as usize;
             path.push(e);
-            j = graph.to[e] as usize;
+            j = graph.edge[e].to as usize;
         }
     }
     (values[0], path)
 }
 
 /// Least weight from cut 0 to each cut, and from each cut to the end, any number of groups.
-pub(crate) fn distances<W: Fn(usize) -> f64>(graph: &Graph, weight: W) -> (Vec<f64>, Vec<f64>) {
+pub(crate) fn distances(graph: &Graph, weight: Weight) -> (Vec<f64>, Vec<f64>) {
     let n = graph.n;
     let mut from_start = vec![f64::INFINITY; n + 1];
     from_start[0] = 0.0;
     for j in 0..n {
         let here = from_start[j];
         if here.is_finite() {
-            for e in graph.edges(j) {
-                let to = graph.to[e] as usize;
-                let v = here + weight(e);
-                if v < from_start[to] {
-                    from_start[to] = v;
+            for edge in &graph.edge[graph.edges(j)] {
+                let v = here + weight.of_values(edge.cost, edge.lat);
+                let slot = &mut from_start[edge.to as usize];
+                if v < *slot {
+                    *slot = v;
                 }
             }
         }
@@ -172,8 +189,8 @@ pub(crate) fn distances<W: Fn(usize) -> f64>(graph: &Graph, weight: W) -> (Vec<f
     to_end[n] = 0.0;
     for j in (0..n).rev() {
         let mut best = f64::INFINITY;
-        for e in graph.edges(j) {
-            let v = weight(e) + to_end[graph.to[e] as usize];
+        for edge in &graph.edge[graph.edges(j)] {
+            let v = weight.of_values(edge.cost, edge.lat) + to_end[edge.to as usize];
             if v < best {
                 best = v;
             }

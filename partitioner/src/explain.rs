@@ -49,7 +49,7 @@ pub(crate) fn why(problem: &Problem) -> Infeasibility {
     for j in 0..n {
         if reachable[j] {
             for e in graph.edges(j) {
-                reachable[graph.to[e] as usize] = true;
+                reachable[graph.edge[e].to as usize] = true;
             }
         }
     }
@@ -72,7 +72,7 @@ pub(crate) fn why(problem: &Problem) -> Infeasibility {
         };
     }
 
-    let (_, fewest) = bounds::unlimited(&graph, |_| 1.0);
+    let (_, fewest) = bounds::unlimited(&graph, Weight::count());
     if fewest.len() > problem.effective_max_functions() {
         return Infeasibility::TooFewFunctions {
             min_groups: fewest.len(),
@@ -84,7 +84,7 @@ pub(crate) fn why(problem: &Problem) -> Infeasibility {
     let fastest = latency
         .path(&graph)
         .expect("a path within max_functions exists: checked above");
-    let min_latency_ms = fastest.iter().fold(0.0, |sum, &e| sum + graph.lat[e]);
+    let min_latency_ms = fastest.iter().fold(0.0, |sum, &e| sum + graph.edge[e].lat);
     debug_assert!(
         min_latency_ms > problem.slo_ms,
         "the fastest plan ({min_latency_ms} ms) meets the SLO ({} ms), yet none was found",

@@ -13,19 +13,26 @@ use crate::instance::Problem;
 /// Most candidate (group, tier) edges the solver builds (about 24 bytes each).
 pub const MAX_EDGES: usize = 8_000_000;
 
+/// A candidate group at one tier.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Edge {
+    /// `(m / 1024) · price_per_gb_s · (billed_ms / 1000)`, without the invocation fee.
+    pub cost: f64,
+    /// `invoke_overhead_ms + billed_ms`.
+    pub lat: f64,
+    /// Target cut (`last layer + 1`).
+    pub to: u32,
+    /// Tier index into the problem's ascending tiers.
+    pub tier: u16,
+}
+
 #[derive(Debug)]
 pub(crate) struct Graph {
     pub n: usize,
-    /// Edges leaving cut `j` are `offsets[j]..offsets[j + 1]`, ordered by target then latency.
+    /// Edges leaving cut `j` are `edge[offsets[j]..offsets[j + 1]]`, ordered by target then
+    /// latency.
     pub offsets: Vec<u32>,
-    /// Target cut (`last layer + 1`).
-    pub to: Vec<u32>,
-    /// Tier index into the problem's ascending tiers.
-    pub tier: Vec<u16>,
-    /// `(m / 1024) · price_per_gb_s · (billed_ms / 1000)`, without the invocation fee.
-    pub cost: Vec<f64>,
-    /// `invoke_overhead_ms + billed_ms`.
-    pub lat: Vec<f64>,
+    pub edge: Vec<Edge>,
 }
 
 impl Graph {
@@ -53,15 +60,12 @@ impl Graph {
         let mut graph = Graph {
             n,
             offsets: Vec::with_capacity(n + 1),
-            to: Vec::with_capacity(bound),
-            tier: Vec::with_capacity(bound),
-            cost: Vec::with_capacity(bound),
-            lat: Vec::with_capacity(bound),
+            edge: Vec::with_capacity(bound),
         };
         let mut run_ms = vec![0.0f64; tiers];
         let mut candidates: Vec<(f64, f64, usize)> = Vec::with_capacity(tiers);
         for s in 0..n {
-            graph.offsets.push(graph.to.len() as u32);
+            graph.offsets.push(graph.edge.len() as u32);
             let input = problem.input_of(s);
             if input > problem.max_payload_bytes {
                 continue;
@@ -106,73 +110,70 @@ impl Graph {
                 for &(lat, cost, t) in &candidates {
                     if cost < cheapest {
                         cheapest = cost;
-                        graph.to.push((e + 1) as u32);
-                        graph.tier.push(t as u16);
-                        graph.cost.push(cost);
-                        graph.lat.push(lat);
+                        graph.edge.push(Edge {
+                            cost,
+                            lat,
+                            to: (e + 1) as u32,
+                            tier: t as u16,
+                        });
                     }
                 }
-                if graph.to.len() > MAX_EDGES {
+                if graph.edge.len() > MAX_EDGES {
                     return Err(PartitionError::TooLarge {
                         what: "the number of candidate (group, tier) pairs",
-                        value: graph.to.len() as u64,
+                        value: graph.edge.len() as u64,
                         limit: MAX_EDGES as u64,
                     });
                 }
             }
         }
-        graph.offsets.push(graph.to.len() as u32);
+        graph.offsets.push(graph.edge.len() as u32);
         Ok(graph)
     }
 
-    /// A copy with only the edges `keep(from, to, cost, latency)` accepts, in the same order.
-    pub fn filtered(&self, mut keep: impl FnMut(usize, usize, f64, f64) -> bool) -> Self {
+    /// A copy with only the edges `keep(from, edge)` accepts, in the same order.
+    pub fn filtered(&self, keep: impl Fn(usize, &Edge) -> bool) -> Self {
+        // Counted first so that the array is allocated once, at its size.
+        let count = (0..self.n)
+            .map(|j| {
+                self.edge[self.edges(j)]
+                    .iter()
+                    .filter(|e| keep(j, e))
+                    .count()
+            })
+            .sum();
         let mut kept = Graph {
             n: self.n,
             offsets: Vec::with_capacity(self.n + 1),
-            to: Vec::new(),
-            tier: Vec::new(),
-            cost: Vec::new(),
-            lat: Vec::new(),
+            edge: Vec::with_capacity(count),
         };
         for j in 0..self.n {
-            kept.offsets.push(kept.to.len() as u32);
-            for e in self.edges(j) {
-                if keep(j, self.to[e] as usize, self.cost[e], self.lat[e]) {
-                    kept.to.push(self.to[e]);
-                    kept.tier.push(self.tier[e]);
-                    kept.cost.push(self.cost[e]);
-                    kept.lat.push(self.lat[e]);
-                }
-            }
+            kept.offsets.push(kept.edge.len() as u32);
+            kept.edge
+                .extend(self.edge[self.edges(j)].iter().filter(|e| keep(j, e)));
         }
-        kept.offsets.push(kept.to.len() as u32);
+        kept.offsets.push(kept.edge.len() as u32);
         kept
     }
 
-    /// Keeps only the edges `keep(from, to, cost, latency)` accepts, in the same order.
-    pub fn retain(&mut self, mut keep: impl FnMut(usize, usize, f64, f64) -> bool) {
+    /// Keeps only the edges `keep(from, edge)` accepts, in the same order.
+    pub fn retain(&mut self, mut keep: impl FnMut(usize, &Edge) -> bool) {
         let mut kept = 0;
         let mut start = 0;
         for j in 0..self.n {
             let end = self.offsets[j + 1] as usize;
             self.offsets[j] = kept as u32;
             for e in start..end {
-                if keep(j, self.to[e] as usize, self.cost[e], self.lat[e]) {
-                    self.to[kept] = self.to[e];
-                    self.tier[kept] = self.tier[e];
-                    self.cost[kept] = self.cost[e];
-                    self.lat[kept] = self.lat[e];
+                let edge = self.edge[e];
+                if keep(j, &edge) {
+                    self.edge[kept] = edge;
                     kept += 1;
                 }
             }
             start = end;
         }
         self.offsets[self.n] = kept as u32;
-        self.to.truncate(kept);
-        self.tier.truncate(kept);
-        self.cost.truncate(kept);
-        self.lat.truncate(kept);
+        self.edge.truncate(kept);
     }
 
     pub fn edges(&self, from: usize) -> std::ops::Range<usize> {
@@ -180,6 +181,6 @@ impl Graph {
     }
 
     pub fn edge_count(&self) -> usize {
-        self.to.len()
+        self.edge.len()
     }
 }

@@ -1,6 +1,6 @@
 //! The Lagrangian multiplier of the SLO, found on the unlimited-groups relaxation.
 
-use crate::bounds;
+use crate::bounds::{self, Weight};
 use crate::graph::Graph;
 use crate::solve::{Incumbent, walk};
 
@@ -21,9 +21,9 @@ pub(crate) fn multiplier(
     let mut plan_at = |lambda: f64| -> (f64, f64) {
         iterations += 1;
         let (_, path) = if lambda.is_infinite() {
-            bounds::unlimited(graph, |e| graph.lat[e])
+            bounds::unlimited(graph, Weight::latency())
         } else {
-            bounds::unlimited(graph, |e| graph.cost[e] + fee + lambda * graph.lat[e])
+            bounds::unlimited(graph, Weight::lagrangian(fee, lambda))
         };
         let plan = walk(graph, &path, fee);
         if plan.2 <= max_groups {

@@ -144,9 +144,9 @@ impl Search<'_> {
                     stats.labels_extended += 1;
                     let groups = (h + 1) as f64;
                     for e in graph.edges(j) {
-                        let to = graph.to[e] as usize;
-                        let latency = label.latency + graph.lat[e];
-                        let cost = label.cost + graph.cost[e];
+                        let to = graph.edge[e].to as usize;
+                        let latency = label.latency + graph.edge[e].lat;
+                        let cost = label.cost + graph.edge[e].cost;
                         let total = cost + groups * fee;
                         if !self.within(to, k - h - 1, total, latency, &limits) {
                             continue;

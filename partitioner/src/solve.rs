@@ -46,6 +46,8 @@ pub const TIE_RELATIVE_TOLERANCE: f64 = 1e-12;
 pub(crate) const PRUNE_SLACK: f64 = 1e-9;
 /// Multiples of λ* with a Lagrangian bound table each.
 const LAMBDA_FACTORS: [f64; 3] = [1.0, 0.5, 2.0];
+/// Below this many edges left by the latency pruning, the first round is already the exact one.
+const GUESS_MIN_EDGES: usize = 2000;
 /// The first search's cap is this far (relative) above the lower bound, ...
 const GUESS_GAP: f64 = 0.02;
 /// ... then widened by this factor ...
@@ -114,12 +116,12 @@ impl Problem {
         let infeasible = || PartitionError::Infeasible(explain::why(self));
 
         // Edges no plan within the SLO can use go first: the fastest plan through them is over it.
-        let (fastest_to, fastest_from) = bounds::distances(&full, |e| full.lat[e]);
+        let (fastest_to, fastest_from) = bounds::distances(&full, Weight::latency());
         if fastest_to[n] > slo_limit {
             return Err(infeasible());
         }
         let mut graph = full;
-        graph.retain(|j, to, _, lat| fastest_to[j] + lat + fastest_from[to] <= slo_limit);
+        graph.retain(|j, e| fastest_to[j] + e.lat + fastest_from[e.to as usize] <= slo_limit);
 
         let mut incumbent = Incumbent::default();
         let (lambda, iterations, dual_bound) = multiplier(&graph, fee, slo, k, &mut incumbent);
@@ -147,29 +149,32 @@ impl Problem {
         };
         // Reduced-cost fixing: the cheapest Lagrangian plan through an edge bounds the cost of
         // every plan within the SLO through it.
-        let (reach, rest) =
-            bounds::distances(&graph, |e| graph.cost[e] + fee + lambda * graph.lat[e]);
+        let (reach, rest) = bounds::distances(&graph, Weight::lagrangian(fee, lambda));
 
         // Each round asks for the best plan of cost at most `cap`: edges whose Lagrangian bound
         // is over the cap go, the bound tables are built on what is left, and the label search
         // runs below the cap. The first caps are guesses a little above the lower bound, where
         // the optimum usually is and very little survives; a guess that finds nothing within it
         // is widened; the last cap is the incumbent's cost (or none), which is always exact.
-        let mut gap = GUESS_GAP;
+        // On a small graph a round costs little more than the guesses would save.
+        let mut gap = if graph.edge_count() < GUESS_MIN_EDGES {
+            f64::INFINITY
+        } else {
+            GUESS_GAP
+        };
         loop {
-            let guess = dual_bound + dual_bound.abs() * gap;
             let mut cap = match incumbent.cost {
-                Some(c) if c <= guess => c,
                 _ if gap > MAX_GUESS_GAP => incumbent.cost.unwrap_or(f64::INFINITY),
-                _ => guess,
+                Some(c) if c <= dual_bound + dual_bound.abs() * gap => c,
+                _ => dual_bound + dual_bound.abs() * gap,
             };
             let kept = if cap.is_finite() {
                 let limit = cap + PRUNE_SLACK * (cap + lambda * slo) + lambda * slo;
-                graph.filtered(|j, to, cost, lat| {
-                    reach[j] + (cost + fee + lambda * lat) + rest[to] <= limit
+                graph.filtered(|j, e| {
+                    reach[j] + (e.cost + fee + lambda * e.lat) + rest[e.to as usize] <= limit
                 })
             } else {
-                graph.filtered(|_, _, _, _| true)
+                graph.filtered(|_, _| true)
             };
             stats.candidate_groups_searched = kept.edge_count();
             let mut tables = vec![
@@ -230,8 +235,8 @@ impl Problem {
         let plan_groups = path
             .iter()
             .map(|&e| {
-                let last = graph.to[e] as usize - 1;
-                let t = graph.tier[e] as usize;
+                let last = graph.edge[e].to as usize - 1;
+                let t = graph.edge[e].tier as usize;
                 let input_bytes = self.input_of(first);
                 let mut run_ms = 0.0;
                 let (mut weights, mut peak) = (0u64, 0u64);
@@ -251,8 +256,8 @@ impl Problem {
                     memory_bytes_needed: self.base_bytes() + weights + peak,
                     input_bytes,
                     billed_ms: run_ms + input_bytes as f64 / self.bandwidth_bytes_per_ms,
-                    latency_ms: graph.lat[e],
-                    cost: graph.cost[e] + fee,
+                    latency_ms: graph.edge[e].lat,
+                    cost: graph.edge[e].cost + fee,
                 };
                 first = last + 1;
                 group
@@ -270,8 +275,8 @@ impl Problem {
 pub(crate) fn walk(graph: &Graph, path: &[usize], fee: f64) -> (f64, f64, usize) {
     let (mut compute, mut latency) = (0.0, 0.0);
     for &e in path {
-        compute += graph.cost[e];
-        latency += graph.lat[e];
+        compute += graph.edge[e].cost;
+        latency += graph.edge[e].lat;
     }
     (compute + path.len() as f64 * fee, latency, path.len())
 }
