@@ -130,6 +130,8 @@ pub struct ExecutorConfig {
     /// Work items queued over all tenants.
     pub max_queue_total: usize,
     /// Work items on the device at once over all tenants; 1 makes tenants take exclusive turns.
+    /// The tenants' weights divide the device when this bound is reached (below it every
+    /// tenant runs up to its own `max_in_flight`).
     pub max_in_flight_total: usize,
     /// Largest `max_in_flight` a tenant may ask for.
     pub max_in_flight_per_tenant: u32,
@@ -162,7 +164,7 @@ impl Default for ExecutorConfig {
             max_tenants: 64,
             max_queue_per_tenant: 64,
             max_queue_total: 1024,
-            max_in_flight_total: 64,
+            max_in_flight_total: 8,
             max_in_flight_per_tenant: 16,
             max_quota_bytes: 64 << 30,
             max_message_bytes: 256 << 20,

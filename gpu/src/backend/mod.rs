@@ -203,15 +203,15 @@ pub struct BnParams<'a, T> {
 }
 
 /// A device that runs the operations. Buffers hold `f32`; ids travel as `f32` (exact below
-/// 2^24, which the programs check). None of the associated types leave the executor's device
-/// thread.
-pub trait Backend {
+/// 2^24, which the programs check). One backend is shared by the executor's threads: the
+/// device thread (loads) and one launcher thread per tenant, which owns that tenant's stream.
+pub trait Backend: Send + Sync + 'static {
     /// A device buffer of `f32`.
-    type Buf;
+    type Buf: Send + Sync;
     /// One tenant's execution context (a CUDA stream and its cuBLAS handle).
-    type Stream;
+    type Stream: Send;
     /// Downloads on their way back to the host.
-    type Pending;
+    type Pending: Send;
 
     fn kind(&self) -> BackendKind;
     /// Human-readable device description for logs and stats.
@@ -220,7 +220,8 @@ pub trait Backend {
     fn memory_info(&self) -> Result<(u64, u64)>;
 
     fn new_stream(&self, priority: Priority) -> Result<Self::Stream>;
-    /// A zero-filled buffer of `len` elements.
+    /// A buffer of `len` elements with unspecified contents (zeros on the CPU): every
+    /// operation overwrites its outputs completely.
     fn alloc(&self, s: &Self::Stream, len: usize) -> Result<Self::Buf>;
     fn upload(&self, s: &Self::Stream, data: &[f32]) -> Result<Self::Buf>;
     fn buf_len(&self, buf: &Self::Buf) -> usize;

@@ -1,13 +1,16 @@
-//! The device thread: picks the backend (the startup log says which and why), then loops over
-//! commands, dispatches from the [`Scheduler`] and polls the work in flight for completion.
+//! The device thread: picks the backend (the startup log says which and why), then serves
+//! commands: sessions, loads (one resident copy per tensor), and the [`Scheduler`]'s dispatches,
+//! which it hands to each tenant's [launcher](super::launcher) thread. It blocks on its channel
+//! whenever nothing can be dispatched: completions arrive as commands too.
 
 use std::collections::HashMap;
-use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
 use std::time::Instant;
 
 use rand::Rng;
 
+use super::launcher::{Counters, Launch, Launcher};
 use super::quota::{Account, Charge, Ledger};
 use super::scheduler::{Dispatch, Scheduler, TenantId, TenantShare};
 use super::weights::{HostModel, LoadedModel, Registry, WeightTensor};
@@ -17,8 +20,6 @@ use crate::backend::{Backend, BackendKind};
 use crate::config::{BackendChoice, ExecutorConfig, Grant};
 use crate::error::{GpuError, Result};
 use crate::metrics as m;
-use crate::program::exec::{Exec, Tracked};
-use crate::program::train::train_step;
 use crate::tensor::HostTensor;
 
 /// Host-memory stand-in for the device limit of the CPU backend.
@@ -29,14 +30,15 @@ const CPU_DEFAULT_LIMIT: u64 = 16 << 30;
 pub(crate) fn run(
     cfg: ExecutorConfig,
     rx: mpsc::Receiver<Command>,
+    done: mpsc::Sender<Command>,
     ready: mpsc::Sender<Result<(BackendKind, String)>>,
 ) {
     match open_backend(&cfg) {
         #[cfg(feature = "cuda")]
-        Chosen::Cuda(b) => serve(*b, cfg, rx, ready),
+        Chosen::Cuda(b) => serve(*b, cfg, rx, done, ready),
         Chosen::Cpu(b, reason) => {
             tracing::info!(%reason, "gpu executor backend: cpu");
-            serve(b, cfg, rx, ready)
+            serve(b, cfg, rx, done, ready)
         }
         Chosen::Failed(e) => {
             let _ = ready.send(Err(e));
@@ -99,61 +101,48 @@ fn open_cuda(_cfg: &ExecutorConfig) -> Chosen {
 }
 
 struct TenantModel<B: Backend> {
-    model: Rc<LoadedModel<B>>,
+    model: Arc<LoadedModel<B>>,
     _charge: Charge,
 }
 
 struct Tenant<B: Backend> {
     grant: Grant,
-    stream: B::Stream,
-    account: Rc<Account>,
+    account: Arc<Account>,
     models: HashMap<u64, TenantModel<B>>,
     next_handle: u64,
-    completed: u64,
-    failed: u64,
+    launcher: mpsc::Sender<Launch<B>>,
+    counters: Arc<Counters>,
 }
 
 struct Queued<B: Backend> {
-    model: Rc<LoadedModel<B>>,
+    model: Arc<LoadedModel<B>>,
     work: Work,
     reply: Reply<WorkOutput>,
     received: Instant,
 }
 
-struct InFlight<B: Backend> {
-    tenant: TenantId,
-    pending: B::Pending,
-    /// The item's buffers, kept (and charged) until its downloads are done.
-    _keep: Vec<Tracked<B>>,
-    /// Name and shape of each download, in order; `loss` comes first for a train step.
-    outputs: Vec<(String, Vec<usize>)>,
-    has_loss: bool,
-    _model: Rc<LoadedModel<B>>,
-    reply: Reply<WorkOutput>,
-    seq: u64,
-    queue_seconds: f64,
-    started: Instant,
-    op: &'static str,
-}
-
 struct Device<B: Backend> {
-    backend: B,
+    backend: Arc<B>,
     cfg: ExecutorConfig,
-    device: Rc<Account>,
+    device: Arc<Account>,
     loader: B::Stream,
     registry: Registry<B>,
     tenants: HashMap<TenantId, Tenant<B>>,
     sessions: HashMap<String, TenantId>,
     sched: Scheduler<Queued<B>>,
-    in_flight: Vec<InFlight<B>>,
     paused: bool,
     next_tenant: TenantId,
+    /// Launcher threads, joined at shutdown (a closed tenant's ends after its last item).
+    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Sends completions back to this thread's own channel.
+    done: mpsc::Sender<Command>,
 }
 
 fn serve<B: Backend>(
     backend: B,
     cfg: ExecutorConfig,
     rx: mpsc::Receiver<Command>,
+    done: mpsc::Sender<Command>,
     ready: mpsc::Sender<Result<(BackendKind, String)>>,
 ) {
     let setup = || -> Result<Device<B>> {
@@ -173,10 +162,11 @@ fn serve<B: Backend>(
                 cfg.max_in_flight_total,
                 cfg.latency_lead,
             ),
-            in_flight: Vec::new(),
             paused: false,
             next_tenant: 1,
-            backend,
+            threads: Vec::new(),
+            done,
+            backend: Arc::new(backend),
             cfg,
         })
     };
@@ -191,38 +181,25 @@ fn serve<B: Backend>(
     dev.run(rx);
 }
 
-fn now_seconds(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64()
-}
-
 impl<B: Backend> Device<B> {
     fn run(&mut self, rx: mpsc::Receiver<Command>) {
-        let mut stopping = false;
-        loop {
-            let idle = self.in_flight.is_empty() && (self.paused || self.sched.queued() == 0);
-            if idle && stopping {
-                break;
-            }
-            if idle {
-                match rx.recv() {
-                    Ok(cmd) => stopping |= self.handle(cmd),
-                    Err(_) => break,
-                }
-            }
-            let mut progressed = false;
+        // Nothing here waits on the device: completions come back as commands, so blocking on
+        // the channel is right whenever there is nothing to do.
+        while let Ok(cmd) = rx.recv() {
+            let mut stopping = self.handle(cmd);
             while let Ok(cmd) = rx.try_recv() {
                 stopping |= self.handle(cmd);
-                progressed = true;
             }
             if stopping {
-                self.refuse_queued();
+                break;
             }
-            progressed |= self.poll_completions();
-            progressed |= self.dispatch();
-            if !progressed && !self.in_flight.is_empty() {
-                // Work is on the device: keep polling its events, without sleeping past them.
-                std::thread::yield_now();
-            }
+            self.dispatch();
+        }
+        self.refuse_queued();
+        // Closing every tenant's channel lets its launcher finish what is on the device.
+        self.tenants.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
         }
         tracing::info!("gpu executor device thread stopped");
     }
@@ -267,6 +244,7 @@ impl<B: Backend> Device<B> {
             Command::Stats { reply } => {
                 let _ = reply.send(Ok(self.stats()));
             }
+            Command::Completed { tenant } => self.sched.complete(tenant),
             Command::Pause(p) => self.paused = p,
             Command::Shutdown => return true,
         }
@@ -290,6 +268,7 @@ impl<B: Backend> Device<B> {
         let id = self.next_tenant;
         self.next_tenant += 1;
         let stream = self.backend.new_stream(grant.priority)?;
+        self.threads.retain(|t| !t.is_finished());
         let session: String = {
             let mut rng = rand::rng();
             (0..4)
@@ -310,16 +289,33 @@ impl<B: Backend> Device<B> {
         } else {
             grant.name.clone()
         };
+        let account = Account::new(label, grant.memory_quota_bytes);
+        let counters = Arc::new(Counters::default());
+        let (launch_tx, launch_rx) = mpsc::channel();
+        let launcher = Launcher {
+            backend: self.backend.clone(),
+            stream,
+            ledger: Ledger::new(account.clone(), self.device.clone()),
+            tenant: id,
+            max_elements: self.cfg.max_buffer_elements,
+            reserve: self.cfg.device_memory_reserve,
+            done: self.done.clone(),
+            counters: counters.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("gpu-tenant-{id}"))
+            .spawn(move || launcher.run(launch_rx))
+            .map_err(|e| GpuError::Device(format!("cannot start a launcher thread: {e}")))?;
+        self.threads.push(thread);
         self.tenants.insert(
             id,
             Tenant {
-                account: Account::new(label, grant.memory_quota_bytes),
+                account,
                 grant: grant.clone(),
-                stream,
                 models: HashMap::new(),
                 next_handle: 1,
-                completed: 0,
-                failed: 0,
+                launcher: launch_tx,
+                counters,
             },
         );
         self.sessions.insert(session.clone(), id);
@@ -388,7 +384,7 @@ impl<B: Backend> Device<B> {
         tenant.models.insert(
             handle,
             TenantModel {
-                model: Rc::new(loaded),
+                model: Arc::new(loaded),
                 _charge: charge,
             },
         );
@@ -404,8 +400,8 @@ impl<B: Backend> Device<B> {
             .models
             .remove(&handle)
             .ok_or(GpuError::UnknownHandle(handle))?;
-        let freed = Rc::strong_count(&gone.model) == 1
-            && gone.model.weights.iter().all(|w| Rc::strong_count(w) == 1);
+        let freed = Arc::strong_count(&gone.model) == 1
+            && gone.model.weights.iter().all(|w| Arc::strong_count(w) == 1);
         drop(gone);
         self.registry.purge();
         self.update_memory_gauges();
@@ -448,20 +444,21 @@ impl<B: Backend> Device<B> {
                     "`{name}` holds NaN or infinite values"
                 )));
             }
-            if Rc::strong_count(&weights[i]) > 1 {
+            if Arc::strong_count(&weights[i]) > 1 {
                 copied += 1;
             }
-            // Uploaded on the tenant's stream: its later work is ordered after the copy.
             let charge = Charge::new(&[&self.device], data.len() as u64 * 4)?;
-            let buf = self.backend.upload(&tenant.stream, data)?;
-            weights[i] = Rc::new(WeightTensor::new(buf, charge));
+            let buf = self.backend.upload(&self.loader, data)?;
+            weights[i] = Arc::new(WeightTensor::new(buf, charge));
         }
+        // The tenant's later work runs on its own stream: the copies must be complete first.
+        self.backend.synchronize(&self.loader)?;
         let model = LoadedModel {
             hash: entry.model.hash.clone(),
             program: entry.model.program.clone(),
             weights,
         };
-        entry.model = Rc::new(model);
+        entry.model = Arc::new(model);
         self.registry.purge();
         self.update_memory_gauges();
         Ok(copied)
@@ -533,22 +530,16 @@ impl<B: Backend> Device<B> {
         metrics::counter!(m::REQUESTS_TOTAL, "op" => op, "outcome" => e.tag()).increment(1);
     }
 
-    /// Dispatches while the scheduler allows; `true` when anything was dispatched.
-    fn dispatch(&mut self) -> bool {
+    /// Hands every item the scheduler allows to its tenant's launcher.
+    fn dispatch(&mut self) {
         if self.paused {
-            return false;
+            return;
         }
-        let mut any = false;
         while let Some(d) = self.sched.next_dispatch() {
-            any = true;
             self.start(d);
-            // Work the CPU backend ran at once (or tiny GPU work) frees its place right away,
-            // so the next pick sees the true in-flight state.
-            self.poll_completions();
         }
         metrics::gauge!(m::QUEUED).set(self.sched.queued() as f64);
-        metrics::gauge!(m::IN_FLIGHT).set(self.in_flight.len() as f64);
-        any
+        metrics::gauge!(m::IN_FLIGHT).set(self.sched.in_flight() as f64);
     }
 
     fn start(&mut self, d: Dispatch<Queued<B>>) {
@@ -558,153 +549,29 @@ impl<B: Backend> Device<B> {
             reply,
             received,
         } = d.item;
-        let op = work.op();
-        let queue_seconds = now_seconds(received);
-        let priority = self
-            .tenants
-            .get(&d.tenant)
-            .map_or("normal", |t| t.grant.priority.as_str());
-        metrics::histogram!(m::QUEUE_SECONDS, "op" => op, "priority" => priority)
+        let queue_seconds = received.elapsed().as_secs_f64();
+        let Some(tenant) = self.tenants.get(&d.tenant) else {
+            self.sched.complete(d.tenant);
+            let _ = reply.send(Err(GpuError::UnknownSession));
+            return;
+        };
+        let priority = tenant.grant.priority.as_str();
+        metrics::histogram!(m::QUEUE_SECONDS, "op" => work.op(), "priority" => priority)
             .record(queue_seconds);
-        match self.launch(d.tenant, &model, work) {
-            Ok((pending, keep, outputs, has_loss)) => self.in_flight.push(InFlight {
-                tenant: d.tenant,
-                pending,
-                _keep: keep,
-                outputs,
-                has_loss,
-                _model: model,
-                reply,
-                seq: d.seq,
-                queue_seconds,
-                started: Instant::now(),
-                op,
-            }),
-            Err(e) => {
-                self.sched.complete(d.tenant);
-                self.finish_tenant(d.tenant, false);
-                self.count_outcome(op, &e);
-                let _ = reply.send(Err(e));
-            }
+        let launch = Launch {
+            model,
+            work,
+            reply,
+            seq: d.seq,
+            queue_seconds,
+        };
+        if let Err(mpsc::SendError(l)) = tenant.launcher.send(launch) {
+            // The launcher is gone (it can only end by a bug): fail this tenant's item alone.
+            self.sched.complete(d.tenant);
+            let _ = l.reply.send(Err(GpuError::Device(
+                "the tenant's launcher has stopped".into(),
+            )));
         }
-    }
-
-    /// Enqueues one item's work and downloads on its tenant's stream.
-    #[allow(clippy::type_complexity)]
-    fn launch(
-        &mut self,
-        id: TenantId,
-        model: &LoadedModel<B>,
-        work: Work,
-    ) -> Result<(B::Pending, Vec<Tracked<B>>, Vec<(String, Vec<usize>)>, bool)> {
-        let (free, _) = self.backend.memory_info()?;
-        if free < self.cfg.device_memory_reserve {
-            return Err(GpuError::DeviceMemory {
-                requested: self.cfg.device_memory_reserve,
-                available: free,
-            });
-        }
-        let tenant = self.tenants.get(&id).ok_or(GpuError::UnknownSession)?;
-        let ledger = Ledger::new(tenant.account.clone(), self.device.clone());
-        let ex = Exec::new(
-            &self.backend,
-            &tenant.stream,
-            ledger,
-            self.cfg.max_buffer_elements,
-        );
-        let weights = model.buffers();
-        match work {
-            Work::Forward(x) => {
-                let y = model.program.forward(&ex, &weights, &x)?;
-                let pending = self.backend.download(&tenant.stream, &[&*y.buf])?;
-                Ok((
-                    pending,
-                    vec![y.buf],
-                    vec![("output".into(), y.shape)],
-                    false,
-                ))
-            }
-            Work::Train {
-                input,
-                targets,
-                loss,
-            } => {
-                let step = train_step(&model.program, &ex, &weights, &input, &targets, loss)?;
-                let mut outputs = vec![("loss".to_string(), vec![1])];
-                outputs.extend(
-                    model
-                        .program
-                        .params()
-                        .map(|p| (p.name.clone(), p.shape.clone())),
-                );
-                let mut keep = vec![step.loss];
-                keep.extend(step.grads);
-                let bufs: Vec<&B::Buf> = keep.iter().map(|t| &**t).collect();
-                let pending = self.backend.download(&tenant.stream, &bufs)?;
-                Ok((pending, keep, outputs, true))
-            }
-        }
-    }
-
-    fn finish_tenant(&mut self, id: TenantId, ok: bool) {
-        if let Some(t) = self.tenants.get_mut(&id) {
-            if ok {
-                t.completed += 1;
-            } else {
-                t.failed += 1;
-            }
-        }
-    }
-
-    /// Answers every item whose downloads are done; `true` when any was.
-    fn poll_completions(&mut self) -> bool {
-        let mut any = false;
-        let mut i = 0;
-        while i < self.in_flight.len() {
-            // A device error counts as done: `finish` reports it to the item's tenant.
-            let done = self
-                .backend
-                .poll(&self.in_flight[i].pending)
-                .unwrap_or(true);
-            if !done {
-                i += 1;
-                continue;
-            }
-            any = true;
-            let item = self.in_flight.swap_remove(i);
-            self.sched.complete(item.tenant);
-            let device_seconds = now_seconds(item.started);
-            let result = self
-                .backend
-                .finish(item.pending)
-                .and_then(|values| collect_output(values, &item.outputs, item.has_loss));
-            let result = result.map(|(tensors, loss)| WorkOutput {
-                tensors,
-                loss,
-                dispatch_seq: item.seq,
-                queue_seconds: item.queue_seconds,
-                device_seconds,
-            });
-            metrics::histogram!(m::KERNEL_SECONDS, "op" => item.op, "backend" => self.backend.kind().as_str())
-                .record(device_seconds);
-            match &result {
-                Ok(_) => {
-                    metrics::counter!(m::REQUESTS_TOTAL, "op" => item.op, "outcome" => "ok")
-                        .increment(1);
-                    self.finish_tenant(item.tenant, true);
-                }
-                Err(e) => {
-                    tracing::error!(tenant = item.tenant, error = %e, "work item failed on the device");
-                    self.count_outcome(item.op, e);
-                    self.finish_tenant(item.tenant, false);
-                }
-            }
-            let _ = item.reply.send(result);
-        }
-        if any {
-            metrics::gauge!(m::IN_FLIGHT).set(self.in_flight.len() as f64);
-        }
-        any
     }
 
     fn update_memory_gauges(&mut self) {
@@ -738,8 +605,8 @@ impl<B: Backend> Device<B> {
                     peak_in_flight: q.peak_in_flight,
                     memory_used_bytes: t.account.used(),
                     memory_quota_bytes: t.account.limit(),
-                    completed: t.completed,
-                    failed: t.failed,
+                    completed: t.counters.completed.load(Ordering::Relaxed),
+                    failed: t.counters.failed.load(Ordering::Relaxed),
                     models: t.models.len() as u32,
                 }
             })
@@ -756,25 +623,4 @@ impl<B: Backend> Device<B> {
             tenants,
         }
     }
-}
-
-/// Pairs downloaded values with their names and shapes.
-#[allow(clippy::type_complexity)]
-fn collect_output(
-    values: Vec<Vec<f32>>,
-    outputs: &[(String, Vec<usize>)],
-    has_loss: bool,
-) -> Result<(Vec<(String, HostTensor)>, Option<f32>)> {
-    let mut tensors = Vec::with_capacity(outputs.len());
-    let mut loss = None;
-    for (i, ((name, shape), mut v)) in outputs.iter().zip(values).enumerate() {
-        let n: usize = shape.iter().product();
-        v.truncate(n);
-        if has_loss && i == 0 {
-            loss = v.first().copied();
-            continue;
-        }
-        tensors.push((name.clone(), HostTensor::f32(shape.clone(), v)?));
-    }
-    Ok((tensors, loss))
 }

@@ -6,13 +6,14 @@
 //! - [`scheduler`]: fair shares, in-flight limits, priorities, bounded queues;
 //! - [`quota`]: per-allocation memory accounting against tenant quotas and the device limit;
 //! - [`weights`]: reading models, one resident copy of each shared tensor;
-//! - [`device`]: the device thread's loop.
 //!
-//! The device thread never blocks on the device while work is in flight: it launches a work
-//! item on its tenant's stream, records an event after the item's downloads, and polls events
-//! (`cuEventQuery`) between commands. Tokio workers only ever wait on a oneshot reply.
+//! - [`device`]: the device thread: sessions, loads, the scheduler's dispatches;
+//! - `launcher`: one thread per tenant, owning its stream: it launches the tenant's items,
+//!   records an event after each item's downloads and polls those events (`cuEventQuery`)
+//!   without blocking, then answers the tenant. Tokio workers only ever await a oneshot reply.
 
 pub mod device;
+pub(crate) mod launcher;
 pub mod quota;
 pub mod scheduler;
 pub mod weights;
@@ -159,6 +160,10 @@ pub(crate) enum Command {
     Stats {
         reply: Reply<ExecutorStats>,
     },
+    /// A launcher finished an item of `tenant` (its place in flight is free).
+    Completed {
+        tenant: u64,
+    },
     Pause(bool),
     Shutdown,
 }
@@ -178,9 +183,10 @@ impl Core {
         let (tx, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         let thread_cfg = cfg.clone();
+        let done = tx.clone();
         let thread = std::thread::Builder::new()
             .name("gpu-executor".into())
-            .spawn(move || device::run(thread_cfg, rx, ready_tx))
+            .spawn(move || device::run(thread_cfg, rx, done, ready_tx))
             .map_err(|e| GpuError::Device(format!("cannot start the device thread: {e}")))?;
         let (backend, device_name) = ready_rx
             .recv()

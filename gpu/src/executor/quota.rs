@@ -8,7 +8,8 @@
 //! never depends on which other tenants happen to share its model, or on when they leave: a quota
 //! states what the tenant could use on its own. The device account sees the real usage.
 //!
-//! Everything here lives on the executor's device thread (hence `Rc` and `Cell`).
+//! Accounts are shared by the device thread (loads) and the tenants' launcher threads (work
+//! items), so they count with atomics: a charge either fits every account or changes none.
 //!
 //! ```
 //! use cumulus_gpu::executor::quota::{Account, Ledger};
@@ -23,8 +24,8 @@
 //! # Ok::<(), cumulus_gpu::GpuError>(())
 //! ```
 
-use std::cell::Cell;
-use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{GpuError, Result};
 
@@ -32,8 +33,8 @@ use crate::error::{GpuError, Result};
 #[derive(Debug)]
 pub struct Account {
     name: String,
-    used: Cell<u64>,
-    peak: Cell<u64>,
+    used: AtomicU64,
+    peak: AtomicU64,
     limit: u64,
     /// The device account reports `DeviceMemory`; tenants report `QuotaExceeded`.
     is_device: bool,
@@ -41,33 +42,33 @@ pub struct Account {
 
 impl Account {
     /// A tenant's account.
-    pub fn new(name: impl Into<String>, limit: u64) -> Rc<Self> {
-        Rc::new(Self {
+    pub fn new(name: impl Into<String>, limit: u64) -> Arc<Self> {
+        Arc::new(Self {
             name: name.into(),
-            used: Cell::new(0),
-            peak: Cell::new(0),
+            used: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
             limit,
             is_device: false,
         })
     }
 
     /// The device's account.
-    pub fn device(limit: u64) -> Rc<Self> {
-        Rc::new(Self {
+    pub fn device(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
             name: "device".into(),
-            used: Cell::new(0),
-            peak: Cell::new(0),
+            used: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
             limit,
             is_device: true,
         })
     }
 
     pub fn used(&self) -> u64 {
-        self.used.get()
+        self.used.load(Ordering::Relaxed)
     }
 
     pub fn peak(&self) -> u64 {
-        self.peak.get()
+        self.peak.load(Ordering::Relaxed)
     }
 
     pub fn limit(&self) -> u64 {
@@ -78,13 +79,13 @@ impl Account {
         if self.is_device {
             GpuError::DeviceMemory {
                 requested: bytes,
-                available: self.limit.saturating_sub(self.used.get()),
+                available: self.limit.saturating_sub(self.used()),
             }
         } else {
             GpuError::QuotaExceeded {
                 tenant: self.name.clone(),
                 requested: bytes,
-                used: self.used.get(),
+                used: self.used(),
                 quota: self.limit,
             }
         }
@@ -92,42 +93,63 @@ impl Account {
 
     /// Whether `bytes` more would fit.
     pub fn fits(&self, bytes: u64) -> bool {
-        self.used
-            .get()
+        self.used()
             .checked_add(bytes)
             .is_some_and(|t| t <= self.limit)
     }
 
-    /// Adds `bytes` (the caller checked [`Account::fits`]).
-    fn take(&self, bytes: u64) {
-        let used = self.used.get().saturating_add(bytes);
-        self.used.set(used);
-        self.peak.set(self.peak.get().max(used));
+    /// Adds `bytes` if they fit under the limit, atomically.
+    fn try_take(&self, bytes: u64) -> bool {
+        let taken = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(bytes).filter(|&t| t <= self.limit)
+            });
+        match taken {
+            Ok(before) => {
+                self.peak.fetch_max(before + bytes, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     fn give_back(&self, bytes: u64) {
-        self.used.set(self.used.get().saturating_sub(bytes));
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                Some(u.saturating_sub(bytes))
+            });
     }
 }
 
 /// Bytes held against some accounts; dropping it gives them back.
 #[derive(Debug)]
 pub struct Charge {
-    accounts: Vec<Rc<Account>>,
+    accounts: Vec<Arc<Account>>,
     bytes: u64,
 }
 
 impl Charge {
     /// Charges `bytes` to every account, or to none (the first refusal is returned).
-    pub fn new(accounts: &[&Rc<Account>], bytes: u64) -> Result<Self> {
+    pub fn new(accounts: &[&Arc<Account>], bytes: u64) -> Result<Self> {
+        // A look first, so a refusal names the first account without room and touches none;
+        // `try_take` below settles races with other threads.
         if let Some(full) = accounts.iter().find(|a| !a.fits(bytes)) {
             return Err(full.refusal(bytes));
         }
+        let mut taken: Vec<Arc<Account>> = Vec::with_capacity(accounts.len());
         for a in accounts {
-            a.take(bytes);
+            if !a.try_take(bytes) {
+                for t in &taken {
+                    t.give_back(bytes);
+                }
+                return Err(a.refusal(bytes));
+            }
+            taken.push(Arc::clone(a));
         }
         Ok(Self {
-            accounts: accounts.iter().map(|a| Rc::clone(a)).collect(),
+            accounts: taken,
             bytes,
         })
     }
@@ -156,12 +178,12 @@ impl Drop for Charge {
 /// Where a work item's allocations are charged: its tenant and the device.
 #[derive(Debug, Clone)]
 pub struct Ledger {
-    tenant: Option<Rc<Account>>,
-    device: Option<Rc<Account>>,
+    tenant: Option<Arc<Account>>,
+    device: Option<Arc<Account>>,
 }
 
 impl Ledger {
-    pub fn new(tenant: Rc<Account>, device: Rc<Account>) -> Self {
+    pub fn new(tenant: Arc<Account>, device: Arc<Account>) -> Self {
         Self {
             tenant: Some(tenant),
             device: Some(device),
@@ -169,7 +191,7 @@ impl Ledger {
     }
 
     /// Charges only the device (weights shared by tenants).
-    pub fn device_only(device: Rc<Account>) -> Self {
+    pub fn device_only(device: Arc<Account>) -> Self {
         Self {
             tenant: None,
             device: Some(device),
@@ -187,7 +209,7 @@ impl Ledger {
     /// Charges `bytes` to the tenant (first, so a tenant over its quota hears about its quota)
     /// and then to the device.
     pub fn charge(&self, bytes: u64) -> Result<Charge> {
-        let accounts: Vec<&Rc<Account>> = self.tenant.iter().chain(self.device.iter()).collect();
+        let accounts: Vec<&Arc<Account>> = self.tenant.iter().chain(self.device.iter()).collect();
         Charge::new(&accounts, bytes)
     }
 }

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::rc::{Rc, Weak};
+use std::sync::{Arc, Weak};
 
 use cumulus_models::ModelConfig;
 use cumulus_models::folder::{CONFIG_FILE, FolderConfig, WEIGHTS_FILE};
@@ -222,7 +222,7 @@ impl<B: Backend> WeightTensor<B> {
 pub struct LoadedModel<B: Backend> {
     pub hash: String,
     pub program: Program,
-    pub weights: Vec<Rc<WeightTensor<B>>>,
+    pub weights: Vec<Arc<WeightTensor<B>>>,
 }
 
 impl<B: Backend> LoadedModel<B> {
@@ -253,7 +253,7 @@ impl<B: Backend> Registry<B> {
         &mut self,
         backend: &B,
         stream: &B::Stream,
-        device: &Rc<Account>,
+        device: &Arc<Account>,
         reserve: u64,
         model: HostModel,
     ) -> Result<(LoadedModel<B>, bool)> {
@@ -276,8 +276,8 @@ impl<B: Backend> Registry<B> {
                 });
             }
             let charge = Charge::new(&[device], bytes)?;
-            let t = Rc::new(WeightTensor::new(backend.upload(stream, data)?, charge));
-            self.tensors.insert(key, Rc::downgrade(&t));
+            let t = Arc::new(WeightTensor::new(backend.upload(stream, data)?, charge));
+            self.tensors.insert(key, Arc::downgrade(&t));
             weights.push(t);
         }
         let HostModel { hash, program, .. } = model;

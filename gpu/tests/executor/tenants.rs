@@ -308,7 +308,8 @@ async fn queues_are_bounded_and_a_full_one_answers_at_once() {
 async fn backlogged_tenants_are_served_by_their_weights_and_priority() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (model, folder) = model_folder(dir.path(), "mlp", 5);
-    let exec = executor(dir.path(), |_| {}).await;
+    // One item on the device at a time: the device is the contended resource the weights divide.
+    let exec = executor(dir.path(), |c| c.max_in_flight_total = 1).await;
     let light = tenant_with(
         &exec,
         TenantOptions {

@@ -8,7 +8,6 @@
 
 pub mod ffi;
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -90,7 +89,7 @@ pub struct CudaBackend {
     kernels: ffi::Kernels,
     /// Stands in for an absent bias (a kernel argument must be a live buffer).
     dummy: CudaSlice<f32>,
-    pinned: RefCell<PinnedPool>,
+    pinned: Mutex<PinnedPool>,
     name: String,
     priorities: (i32, i32),
 }
@@ -133,7 +132,7 @@ impl CudaBackend {
             ctx,
             kernels,
             dummy,
-            pinned: RefCell::new(PinnedPool {
+            pinned: Mutex::new(PinnedPool {
                 free: Vec::new(),
                 bytes: 0,
             }),
@@ -143,7 +142,10 @@ impl CudaBackend {
     }
 
     fn take_pinned(&self, len: usize) -> Result<PinnedHostSlice<f32>> {
-        let mut pool = self.pinned.borrow_mut();
+        let mut pool = self
+            .pinned
+            .lock()
+            .map_err(|_| GpuError::Device("pinned pool lock poisoned".into()))?;
         if let Some(i) = pool
             .free
             .iter()
@@ -161,7 +163,9 @@ impl CudaBackend {
     }
 
     fn give_pinned(&self, p: PinnedHostSlice<f32>) {
-        let mut pool = self.pinned.borrow_mut();
+        let Ok(mut pool) = self.pinned.lock() else {
+            return;
+        };
         if pool.bytes + p.num_bytes() <= PINNED_POOL_BYTES {
             pool.bytes += p.num_bytes();
             pool.free.push(p);
