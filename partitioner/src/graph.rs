@@ -87,35 +87,60 @@ impl Graph {
                 for (sum, &ms) in run_ms.iter_mut().zip(&times[e * tiers..(e + 1) * tiers]) {
                     *sum += ms;
                 }
-                candidates.clear();
-                // Largest tier first: usually the fastest, so there is rarely anything to sort.
+                // Largest tier first: usually the fastest, so the tiers come in (latency, cost)
+                // order and the Pareto filter is one pass; otherwise they are sorted first.
+                let start = graph.edge.len();
+                let (mut any, mut in_order) = (false, true);
+                let (mut previous, mut cheapest) =
+                    ((f64::NEG_INFINITY, f64::NEG_INFINITY), f64::INFINITY);
                 for t in (smallest_fitting..tiers).rev() {
                     if run_ms[t].is_finite() {
+                        any = true;
                         let billed = run_ms[t] + transfer_ms;
+                        let lat = problem.invoke_overhead_ms + billed;
                         let cost = alpha[t] * (billed / 1000.0);
-                        candidates.push((problem.invoke_overhead_ms + billed, cost, t));
+                        if (lat, cost) < previous {
+                            in_order = false;
+                            break;
+                        }
+                        previous = (lat, cost);
+                        if cost < cheapest {
+                            cheapest = cost;
+                            graph.edge.push(Edge {
+                                cost,
+                                lat,
+                                to: (e + 1) as u32,
+                                tier: t as u16,
+                            });
+                        }
                     }
                 }
-                if candidates.is_empty() {
+                if !any {
                     // Every tier that fits lacks a time of some layer: so do all longer groups.
                     break;
                 }
-                let order = |a: &(f64, f64, usize), b: &(f64, f64, usize)| {
-                    a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1))
-                };
-                if !candidates.is_sorted_by(|a, b| order(a, b).is_le()) {
-                    candidates.sort_by(order);
-                }
-                let mut cheapest = f64::INFINITY;
-                for &(lat, cost, t) in &candidates {
-                    if cost < cheapest {
-                        cheapest = cost;
-                        graph.edge.push(Edge {
-                            cost,
-                            lat,
-                            to: (e + 1) as u32,
-                            tier: t as u16,
-                        });
+                if !in_order {
+                    graph.edge.truncate(start);
+                    candidates.clear();
+                    for t in smallest_fitting..tiers {
+                        if run_ms[t].is_finite() {
+                            let billed = run_ms[t] + transfer_ms;
+                            let cost = alpha[t] * (billed / 1000.0);
+                            candidates.push((problem.invoke_overhead_ms + billed, cost, t));
+                        }
+                    }
+                    candidates.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+                    let mut cheapest = f64::INFINITY;
+                    for &(lat, cost, t) in &candidates {
+                        if cost < cheapest {
+                            cheapest = cost;
+                            graph.edge.push(Edge {
+                                cost,
+                                lat,
+                                to: (e + 1) as u32,
+                                tier: t as u16,
+                            });
+                        }
                     }
                 }
                 if graph.edge.len() > MAX_EDGES {
