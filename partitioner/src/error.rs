@@ -26,7 +26,7 @@ pub enum PartitionError {
     #[error("no plan meets the constraints: {0}")]
     Infeasible(Infeasibility),
 
-    /// A plan handed to [`crate::evaluate`] does not describe a partition of the layers.
+    /// A plan handed to [`crate::evaluate()`] does not describe a partition of the layers.
     #[error("invalid plan: {0}")]
     InvalidPlan(String),
 

@@ -42,7 +42,7 @@ pub struct Group {
     pub cost: f64,
 }
 
-/// A group as a caller chooses it, for [`crate::evaluate`].
+/// A group as a caller chooses it, for [`crate::evaluate()`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupChoice {
     pub first: usize,
@@ -51,7 +51,7 @@ pub struct GroupChoice {
 }
 
 impl Plan {
-    /// The plan's groups as choices, e.g. to re-evaluate them with [`crate::evaluate`].
+    /// The plan's groups as choices, e.g. to re-evaluate them with [`crate::evaluate()`].
     pub fn choices(&self) -> Vec<GroupChoice> {
         self.groups
             .iter()

@@ -1,4 +1,4 @@
-//! The exact solver. A plan is a path from cut 0 to cut `n` in the cut graph ([`crate::graph`]);
+//! The exact solver. A plan is a path from cut 0 to cut `n` in the cut graph (`graph.rs`);
 //! the problem is a resource-constrained shortest path (latency is the resource, the group count
 //! a second, discrete one), solved in five steps:
 //!
@@ -6,14 +6,14 @@
 //!    no faster and no cheaper than another for the same group.
 //! 2. **Latency pruning**: an edge goes when the fastest plan through it (any group count) is over
 //!    the SLO; if the fastest plan of all is, the instance is infeasible.
-//! 3. **Lagrangian dual** ([`crate::lagrange`]): the multiplier λ* of
+//! 3. **Lagrangian dual** (`lagrange.rs`): the multiplier λ* of
 //!    `max_λ min_P cost(P) + λ (latency(P) − SLO)` on the unlimited-groups relaxation, its dual
 //!    value (a lower bound), and the first incumbents (plans found on the way).
 //! 4. **Reduced-cost fixing** under a cap: an edge goes when the cheapest Lagrangian plan through
 //!    it, less λ* · SLO, is over the cap; on what is left, backward tables over (cut, groups left)
 //!    of the least latency, cost, and cost + λ · latency for λ in λ* · {1, ½, 2}
-//!    ([`crate::bounds`]), whose argmin paths are more incumbents.
-//! 5. **Label search** ([`crate::search`]) below the cap, pruned by those tables.
+//!    (`bounds.rs`), whose argmin paths are more incumbents.
+//! 5. **Label search** (`search.rs`) below the cap, pruned by those tables.
 //!
 //! Steps 4–5 run with caps a little above the lower bound first (2 %, then doubling): when the
 //! optimum is there, almost every edge goes, and a winner found below the cap is proven optimal.
@@ -21,7 +21,7 @@
 //! not at all) and its answer is exact whatever it is.
 //!
 //! **Exactness.** Costs and latencies are summed in the order the definition fixes
-//! ([`crate::evaluate`]), so a label's numbers equal the evaluator's bit for bit, and the SLO test
+//! ([`crate::evaluate()`]), so a label's numbers equal the evaluator's bit for bit, and the SLO test
 //! on a complete plan is exact. Bounds are sums in other orders; they only prune with a relative
 //! slack of 1e-9, far above their rounding error, so no plan within that slack of the cap is ever
 //! pruned.
