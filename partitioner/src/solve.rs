@@ -54,8 +54,9 @@ const GUESS_GAP: f64 = 0.02;
 const GUESS_GROWTH: f64 = 2.0;
 /// ... until past this, when the incumbent (or nothing) caps the search.
 const MAX_GUESS_GAP: f64 = 0.2;
-/// Most (cut, groups used) states, i.e. (layers + 1) · (functions + 1).
-pub const MAX_STATES: usize = 20_000_000;
+/// Most (cut, groups used) states, i.e. (layers + 1) · (usable functions + 1): the bound tables
+/// and the search keep ~100 bytes per state (e.g. 10,000 layers × 400 functions).
+pub const MAX_STATES: usize = 4_000_000;
 
 /// What the search did, for benchmarks and curiosity.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

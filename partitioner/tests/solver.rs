@@ -528,3 +528,20 @@ fn stats_say_the_bound_brackets_the_optimum() {
         "most generated instances are feasible ({seen}/20)"
     );
 }
+
+#[test]
+fn an_instance_too_large_for_the_search_is_refused_not_attempted() {
+    let spec = RandomSpec {
+        layers: 5000,
+        tiers: 3,
+        max_functions: 1000,
+        family: Some(Family::Mlp),
+    };
+    match solve(&random::instance(&spec, 0)) {
+        Err(PartitionError::TooLarge { what, value, limit }) => {
+            assert!(what.contains("layers"), "{what}");
+            assert!(value > limit);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+}
