@@ -152,6 +152,10 @@ pub struct ExecutorConfig {
     pub latency_lead: u64,
     /// Model folders tenants may name by path; empty allows any path readable by the executor.
     pub model_roots: Vec<PathBuf>,
+    /// Microseconds an idle executor thread keeps polling its channel (yielding the CPU) before
+    /// it sleeps: hand-offs between the scheduler and the tenants' launchers then cost no
+    /// thread wake-up while work keeps coming.
+    pub spin_micros: u64,
     pub tenant_defaults: TenantDefaults,
 }
 
@@ -174,6 +178,7 @@ impl Default for ExecutorConfig {
             device_memory_reserve: 256 << 20,
             latency_lead: 50_000_000,
             model_roots: Vec::new(),
+            spin_micros: 200,
             tenant_defaults: TenantDefaults::default(),
         }
     }

@@ -185,7 +185,8 @@ impl<B: Backend> Device<B> {
     fn run(&mut self, rx: mpsc::Receiver<Command>) {
         // Nothing here waits on the device: completions come back as commands, so blocking on
         // the channel is right whenever there is nothing to do.
-        while let Ok(cmd) = rx.recv() {
+        let spin = std::time::Duration::from_micros(self.cfg.spin_micros);
+        while let Ok(cmd) = super::recv_spinning(&rx, spin) {
             let mut stopping = self.handle(cmd);
             while let Ok(cmd) = rx.try_recv() {
                 stopping |= self.handle(cmd);
@@ -301,6 +302,7 @@ impl<B: Backend> Device<B> {
             reserve: self.cfg.device_memory_reserve,
             done: self.done.clone(),
             counters: counters.clone(),
+            spin: std::time::Duration::from_micros(self.cfg.spin_micros),
         };
         let thread = std::thread::Builder::new()
             .name(format!("gpu-tenant-{id}"))

@@ -66,6 +66,7 @@ pub(crate) struct Launcher<B: Backend> {
     pub reserve: u64,
     pub done: mpsc::Sender<Command>,
     pub counters: Arc<Counters>,
+    pub spin: std::time::Duration,
 }
 
 /// Pairs downloaded values with their names and shapes.
@@ -103,7 +104,7 @@ impl<B: Backend> Launcher<B> {
                 if !open {
                     break;
                 }
-                match rx.recv() {
+                match super::recv_spinning(&rx, self.spin) {
                     Ok(l) => self.start(l, &mut in_flight),
                     Err(_) => break,
                 }

@@ -31,6 +31,22 @@ use crate::error::{GpuError, Result};
 use crate::tensor::HostTensor;
 use weights::HostModel;
 
+/// Receives from `rx`, polling (and yielding the CPU) for up to `spin` before blocking.
+pub(crate) fn recv_spinning<T>(
+    rx: &mpsc::Receiver<T>,
+    spin: std::time::Duration,
+) -> std::result::Result<T, mpsc::RecvError> {
+    let start = Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(v) => return Ok(v),
+            Err(mpsc::TryRecvError::Disconnected) => return Err(mpsc::RecvError),
+            Err(mpsc::TryRecvError::Empty) if start.elapsed() >= spin => return rx.recv(),
+            Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
+        }
+    }
+}
+
 /// Where the device thread sends an answer.
 pub(crate) type Reply<T> = oneshot::Sender<Result<T>>;
 
