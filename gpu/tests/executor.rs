@@ -16,3 +16,5 @@ mod programs;
 mod suite;
 #[path = "executor/tenants.rs"]
 mod tenants;
+#[path = "executor/training.rs"]
+mod training;

@@ -13,11 +13,11 @@ use rand::Rng;
 use super::launcher::{Counters, Launch, Launcher};
 use super::quota::{Account, Charge, Ledger};
 use super::scheduler::{Dispatch, Scheduler, TenantId, TenantShare};
+use super::startup::Chosen;
 use super::weights::{HostModel, LoadedModel, Registry, WeightTensor};
 use super::{Command, ExecutorStats, ModelHandle, Opened, Reply, TenantStats, Work, WorkOutput};
-use crate::backend::cpu::CpuBackend;
 use crate::backend::{Backend, BackendKind};
-use crate::config::{BackendChoice, ExecutorConfig, Grant};
+use crate::config::{ExecutorConfig, Grant};
 use crate::error::{GpuError, Result};
 use crate::metrics as m;
 use crate::tensor::HostTensor;
@@ -33,7 +33,7 @@ pub(crate) fn run(
     done: mpsc::Sender<Command>,
     ready: mpsc::Sender<Result<(BackendKind, String)>>,
 ) {
-    match open_backend(&cfg) {
+    match super::startup::open_backend(&cfg) {
         #[cfg(feature = "cuda")]
         Chosen::Cuda(b) => serve(*b, cfg, rx, done, ready),
         Chosen::Cpu(b, reason) => {
@@ -44,60 +44,6 @@ pub(crate) fn run(
             let _ = ready.send(Err(e));
         }
     }
-}
-
-enum Chosen {
-    #[cfg(feature = "cuda")]
-    Cuda(Box<crate::backend::cuda::CudaBackend>),
-    Cpu(CpuBackend, String),
-    Failed(GpuError),
-}
-
-fn open_backend(cfg: &ExecutorConfig) -> Chosen {
-    if cfg.backend == BackendChoice::Cpu {
-        return Chosen::Cpu(CpuBackend::new(), "forced by the configuration".into());
-    }
-    let report = crate::probe::probe();
-    let problem = match report.problem.clone() {
-        Some(p) => p,
-        None if report.devices.iter().all(|d| d.ordinal != cfg.device) => {
-            format!(
-                "no CUDA device {} ({} found)",
-                cfg.device,
-                report.devices.len()
-            )
-        }
-        None => return open_cuda(cfg),
-    };
-    if cfg.backend == BackendChoice::Cuda {
-        Chosen::Failed(GpuError::NoDevice(problem))
-    } else {
-        Chosen::Cpu(
-            CpuBackend::new(),
-            format!("no usable CUDA device: {problem}"),
-        )
-    }
-}
-
-#[cfg(feature = "cuda")]
-fn open_cuda(cfg: &ExecutorConfig) -> Chosen {
-    match crate::backend::cuda::CudaBackend::open(cfg.device) {
-        Ok(b) => {
-            tracing::info!(device = %b.device_name(), "gpu executor backend: cuda");
-            Chosen::Cuda(Box::new(b))
-        }
-        Err(e) if cfg.backend == BackendChoice::Auto => Chosen::Cpu(
-            CpuBackend::new(),
-            format!("CUDA device failed to open: {e}"),
-        ),
-        Err(e) => Chosen::Failed(e),
-    }
-}
-
-#[cfg(not(feature = "cuda"))]
-fn open_cuda(_cfg: &ExecutorConfig) -> Chosen {
-    // The probe reports "built without the cuda feature" before this can be reached.
-    Chosen::Cpu(CpuBackend::new(), "built without the `cuda` feature".into())
 }
 
 struct TenantModel<B: Backend> {

@@ -16,6 +16,7 @@ pub mod device;
 pub(crate) mod launcher;
 pub mod quota;
 pub mod scheduler;
+mod startup;
 pub mod weights;
 
 use std::sync::Arc;

@@ -181,3 +181,63 @@ pub fn report(suite: &str, name: &str, rel_err: f32, tol: f32) {
         }
     }
 }
+
+// --- The executor with real tenants ---------------------------------------------------------
+
+use std::time::Duration;
+
+use cumulus_gpu::{
+    BackendChoice, ExecutorClient, ExecutorConfig, ExecutorHandle, ExecutorStats, Listen,
+    TenantOptions,
+};
+
+/// A CPU executor on a socket in `dir`, after `tweak`.
+pub async fn executor(dir: &Path, tweak: impl FnOnce(&mut ExecutorConfig)) -> ExecutorHandle {
+    let mut cfg = ExecutorConfig {
+        backend: BackendChoice::Cpu,
+        ..ExecutorConfig::new(Listen::Unix(dir.join("gpu.sock")))
+    };
+    tweak(&mut cfg);
+    cumulus_gpu::run(cfg).await.expect("executor starts")
+}
+
+pub async fn tenant(at: &ExecutorHandle, name: &str) -> ExecutorClient {
+    tenant_with(at, TenantOptions::named(name)).await
+}
+
+pub async fn tenant_with(at: &ExecutorHandle, opts: TenantOptions) -> ExecutorClient {
+    ExecutorClient::connect(&at.listen, opts)
+        .await
+        .expect("tenant connects")
+}
+
+/// Waits (bounded, as a hang guard) until the executor's stats satisfy `ok`.
+pub async fn until(
+    at: &ExecutorHandle,
+    what: &str,
+    ok: impl Fn(&ExecutorStats) -> bool,
+) -> ExecutorStats {
+    for _ in 0..4000 {
+        let s = at.stats().await.expect("stats");
+        if ok(&s) {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the executor never reached: {what}");
+}
+
+pub fn model_folder(dir: &Path, arch: &str, seed: u32) -> (Model, PathBuf) {
+    let model = perturbed_model(&small_config(arch), seed);
+    let folder = save(&model, dir, arch);
+    (model, folder)
+}
+
+pub fn reference(model: &Model, x: &Tensor) -> Vec<f32> {
+    model
+        .forward_t(x, false)
+        .expect("reference forward")
+        .flatten_all()
+        .and_then(|y| y.to_vec1::<f32>())
+        .expect("f32")
+}

@@ -2,67 +2,12 @@
 //! TCP), on the CPU backend: weight sharing, error isolation, quotas, bounded queues, weighted
 //! shares, priorities, training over the socket and sessions that end with their clients.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-use candle_core::Tensor;
 use cumulus_gpu::{
-    BackendChoice, ExecutorClient, ExecutorConfig, ExecutorHandle, ExecutorStats, GpuError,
-    HostTensor, LayerRange, Listen, Loss, ModelSource, Priority, TenantOptions,
+    BackendChoice, ExecutorClient, ExecutorConfig, GpuError, HostTensor, LayerRange, Listen,
+    ModelSource, Priority, TenantOptions,
 };
-use cumulus_models::Model;
 
-use crate::common::{host, perturbed_model, rel_err, save, small_config};
-
-async fn executor(dir: &Path, tweak: impl FnOnce(&mut ExecutorConfig)) -> ExecutorHandle {
-    let mut cfg = ExecutorConfig {
-        backend: BackendChoice::Cpu,
-        ..ExecutorConfig::new(Listen::Unix(dir.join("gpu.sock")))
-    };
-    tweak(&mut cfg);
-    cumulus_gpu::run(cfg).await.expect("executor starts")
-}
-
-async fn tenant(at: &ExecutorHandle, name: &str) -> ExecutorClient {
-    tenant_with(at, TenantOptions::named(name)).await
-}
-
-async fn tenant_with(at: &ExecutorHandle, opts: TenantOptions) -> ExecutorClient {
-    ExecutorClient::connect(&at.listen, opts)
-        .await
-        .expect("tenant connects")
-}
-
-/// Waits (bounded, as a hang guard) until the executor's stats satisfy `ok`.
-async fn until(
-    at: &ExecutorHandle,
-    what: &str,
-    ok: impl Fn(&ExecutorStats) -> bool,
-) -> ExecutorStats {
-    for _ in 0..4000 {
-        let s = at.stats().await.expect("stats");
-        if ok(&s) {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("the executor never reached: {what}");
-}
-
-fn model_folder(dir: &Path, arch: &str, seed: u32) -> (Model, PathBuf) {
-    let model = perturbed_model(&small_config(arch), seed);
-    let folder = save(&model, dir, arch);
-    (model, folder)
-}
-
-fn reference(model: &Model, x: &Tensor) -> Vec<f32> {
-    model
-        .forward_t(x, false)
-        .expect("reference forward")
-        .flatten_all()
-        .and_then(|y| y.to_vec1::<f32>())
-        .expect("f32")
-}
+use crate::common::{executor, host, model_folder, reference, rel_err, tenant, tenant_with, until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_of_one_model_share_one_copy_freed_with_the_last() {
@@ -401,96 +346,6 @@ async fn backlogged_tenants_are_served_by_their_weights_and_priority() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn training_runs_over_the_socket_and_private_params_do_not_leak() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let cfg = small_config("mlp");
-    let model = perturbed_model(&cfg, 6);
-    let folder = save(&model, dir.path(), "mlp");
-    let exec = executor(dir.path(), |_| {}).await;
-    let worker = tenant(&exec, "worker").await;
-    let server = tenant(&exec, "server").await;
-    let hw = worker
-        .load_for_training(ModelSource::Folder(folder.clone()))
-        .await
-        .expect("trainable");
-    let hs = server
-        .load_model(ModelSource::Folder(folder.clone()), LayerRange::all())
-        .await
-        .expect("loads");
-    assert!(hs.shared);
-
-    let rows = 6;
-    let x = model.example_input(rows).expect("input");
-    let targets: Vec<f32> = (0..rows).map(|r| (r % 5) as f32).collect();
-    let y = Tensor::from_slice(&targets, rows, &candle_core::Device::Cpu).expect("targets");
-    let l = Loss::CrossEntropy
-        .compute(&model.forward_t(&x, true).expect("fwd"), &y)
-        .expect("loss");
-    let want_loss = l.to_scalar::<f32>().expect("scalar");
-    let grads = l.backward().expect("backward");
-    let step = worker
-        .train_step(
-            &hw,
-            &host(&x),
-            &HostTensor::f32(vec![rows], targets).expect("t"),
-            Loss::CrossEntropy,
-        )
-        .await
-        .expect("train step");
-    assert!((step.loss - want_loss).abs() <= 1e-5 * want_loss.abs().max(1.0));
-    assert_eq!(step.gradients.len(), model.param_infos().len());
-    for (name, g) in &step.gradients {
-        let want = grads
-            .get(model.var(name).expect("param").as_tensor())
-            .expect("grad")
-            .flatten_all()
-            .and_then(|t| t.to_vec1::<f32>())
-            .expect("f32");
-        assert!(rel_err(g.as_f32().expect("f32"), &want) <= 1e-5, "{name}");
-    }
-
-    // The worker's new weights are its own: the shared copy the server reads is unchanged.
-    let zeros = HostTensor::f32(vec![5, 24], vec![0.0; 120]).expect("t");
-    let copied = worker
-        .set_params(&hw, &[("layers.2.weight".into(), zeros)])
-        .await
-        .expect("set params");
-    assert_eq!(copied, 1);
-    let probe = host(&model.example_input(2).expect("input"));
-    let theirs = server.forward(&hs, &probe).await.expect("forward");
-    let mine = worker.forward(&hw, &probe).await.expect("forward");
-    let want = reference(&model, &model.example_input(2).expect("input"));
-    assert!(rel_err(theirs.as_f32().expect("f32"), &want) <= 1e-5);
-    assert!(
-        rel_err(mine.as_f32().expect("f32"), &want) > 1e-3,
-        "the worker sees its zeros"
-    );
-    let bad = worker
-        .set_params(
-            &hw,
-            &[(
-                "layers.9.weight".into(),
-                HostTensor::f32(vec![1], vec![0.0]).expect("t"),
-            )],
-        )
-        .await
-        .expect_err("unknown parameter");
-    assert!(bad.to_string().contains("layers.9.weight"), "{bad}");
-    // A model the executor cannot train is refused at load, naming the layer and kind.
-    let (_, lenet) = model_folder(dir.path(), "lenet", 7);
-    let err = worker
-        .load_for_training(ModelSource::Folder(lenet))
-        .await
-        .expect_err("conv");
-    assert!(err.is_unsupported(), "{err}");
-    assert!(
-        matches!(err, GpuError::Unsupported { ref layer, ref kind, .. } if layer == "layers.0" && kind == "conv_pool")
-    );
-    drop((worker, server));
-    exec.stop().await.expect("stops");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_session_leaves_nothing_queued_and_tcp_loopback_works() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (model, folder) = model_folder(dir.path(), "pmf", 8);
@@ -602,4 +457,29 @@ async fn bad_sessions_handles_and_settings_are_refused() {
     assert!(clash.to_string().contains("in use"), "{clash}");
     drop(a);
     exec.stop().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_device_auto_runs_on_the_cpu_and_cuda_refuses_to_start() {
+    let report = cumulus_gpu::probe();
+    if report.usable() {
+        println!("a CUDA device is present: the fallback is not exercised here");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let auto = executor(dir.path(), |c| c.backend = BackendChoice::Auto).await;
+    assert_eq!(auto.backend.as_str(), "cpu");
+    auto.stop().await.expect("stops");
+    let err = cumulus_gpu::run(ExecutorConfig {
+        backend: BackendChoice::Cuda,
+        ..ExecutorConfig::new(Listen::Unix(dir.path().join("cuda.sock")))
+    })
+    .await
+    .expect_err("no device");
+    assert!(matches!(err, GpuError::NoDevice(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains(report.problem.as_deref().unwrap_or("")),
+        "{err}"
+    );
 }
