@@ -249,6 +249,7 @@ impl<B: Backend> Device<B> {
             done: self.done.clone(),
             counters: counters.clone(),
             spin: std::time::Duration::from_micros(self.cfg.spin_micros),
+            free_memory: std::cell::Cell::new(None),
         };
         let thread = std::thread::Builder::new()
             .name(format!("gpu-tenant-{id}"))

@@ -67,6 +67,9 @@ pub(crate) struct Launcher<B: Backend> {
     pub done: mpsc::Sender<Command>,
     pub counters: Arc<Counters>,
     pub spin: std::time::Duration,
+    /// The last `mem_get_info` answer and when it was asked (a driver call per item would be
+    /// a measurable part of a small item's host cost).
+    pub free_memory: std::cell::Cell<Option<(Instant, u64)>>,
 }
 
 /// Pairs downloaded values with their names and shapes.
@@ -189,7 +192,14 @@ impl<B: Backend> Launcher<B> {
         model: &LoadedModel<B>,
         work: Work,
     ) -> Result<(B::Pending, Vec<Tracked<B>>, Vec<(String, Vec<usize>)>, bool)> {
-        let (free, _) = self.backend.memory_info()?;
+        let free = match self.free_memory.get() {
+            Some((at, free)) if at.elapsed() < std::time::Duration::from_millis(2) => free,
+            _ => {
+                let (free, _) = self.backend.memory_info()?;
+                self.free_memory.set(Some((Instant::now(), free)));
+                free
+            }
+        };
         if free < self.reserve {
             return Err(GpuError::DeviceMemory {
                 requested: self.reserve,
