@@ -334,6 +334,28 @@ mod tests {
     }
 
     #[test]
+    fn a_cumulus_toml_section_parses() {
+        let cfg: ExecutorConfig = toml::from_str(
+            r#"
+            listen = { unix = "/run/cumulus/gpu.sock" }
+            backend = "cuda"
+            max_in_flight_total = 4
+            [tenant_defaults]
+            memory_quota_bytes = 1073741824
+            "#,
+        )
+        .expect("parses");
+        cfg.validate().expect("valid");
+        assert_eq!(cfg.listen, Listen::Unix("/run/cumulus/gpu.sock".into()));
+        assert_eq!(
+            cfg.tenant_defaults.weight, 1,
+            "unset fields keep their defaults"
+        );
+        let err = toml::from_str::<ExecutorConfig>("backnd = \"cpu\"").expect_err("typo");
+        assert!(err.to_string().contains("backnd"), "{err}");
+    }
+
+    #[test]
     fn bad_settings_name_their_field() {
         let remote = ExecutorConfig::new(Listen::Tcp("10.0.0.1:7000".parse().expect("addr")));
         let err = remote.validate().expect_err("not loopback").to_string();

@@ -68,5 +68,5 @@ pub use executor::weights::ModelSource;
 pub use executor::{ExecutorStats, ModelHandle, TenantStats, WorkOutput};
 pub use probe::{GpuInfo, ProbeReport, probe};
 pub use program::check_supported;
-pub use server::{ExecutorHandle, run};
+pub use server::{ExecutorHandle, run, serve_until_signal};
 pub use tensor::{DType, HostTensor, TensorData};

@@ -418,3 +418,33 @@ impl GpuExecutor for Service {
         Ok(Response::new(wire::stats_to_proto(&stats)))
     }
 }
+
+/// The `cumulus gpu-executor` role: serves on its own multi-threaded runtime until SIGINT or
+/// SIGTERM, then stops (work on the device finishes). Prints `listening on PATH-or-ADDR` and
+/// `backend: ...` on stdout once serving, for scripts and tests. Metrics are recorded through the
+/// `metrics` facade: the binary installs the recorder and calls [`crate::metrics::describe`].
+pub fn serve_until_signal(cfg: ExecutorConfig) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("gpu-executor-rpc")
+        .build()
+        .map_err(|e| GpuError::Device(format!("runtime: {e}")))?;
+    rt.block_on(async move {
+        let handle = run(cfg).await?;
+        match &handle.listen {
+            Listen::Unix(p) => println!("listening on {}", p.display()),
+            Listen::Tcp(a) => println!("listening on {a}"),
+        }
+        println!("backend: {} ({})", handle.backend, handle.device);
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| GpuError::Device(format!("signal handler: {e}")))?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("signal received, stopping the gpu executor");
+        handle.stop().await
+    })
+}

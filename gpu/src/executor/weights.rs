@@ -35,6 +35,38 @@ pub enum ModelSource {
 }
 
 impl ModelSource {
+    /// A model held in memory (a training worker's), as config and safetensors bytes: what
+    /// `Model::save` would write, without touching the disk.
+    pub fn from_model(model: &cumulus_models::Model) -> Result<Self> {
+        let config_json = serde_json::to_vec(&FolderConfig::of(model.config()))
+            .expect("a FolderConfig always serializes");
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (name, var) in model.named_vars(false) {
+            let values = var
+                .as_tensor()
+                .to_dtype(candle_core::DType::F32)
+                .and_then(|t| t.flatten_all())
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(|e| GpuError::InvalidRequest(format!("tensor `{name}`: {e}")))?;
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            tensors.push((name, var.dims().to_vec(), bytes));
+        }
+        let views = tensors
+            .iter()
+            .map(|(name, shape, bytes)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                    .map(|v| (name.clone(), v))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| GpuError::InvalidRequest(format!("safetensors: {e}")))?;
+        let safetensors = safetensors::serialize(views, None)
+            .map_err(|e| GpuError::InvalidRequest(format!("safetensors: {e}")))?;
+        Ok(Self::Inline {
+            config_json,
+            safetensors,
+        })
+    }
+
     /// Reads a model folder on the client's side, for an executor that cannot see its path.
     pub fn inline_from_folder(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();

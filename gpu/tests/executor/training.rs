@@ -98,3 +98,21 @@ async fn training_runs_over_the_socket_and_private_params_do_not_leak() {
     drop((worker, server));
     exec.stop().await.expect("stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_loads_the_model_it_holds_in_memory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = perturbed_model(&small_config("mlp"), 9);
+    let exec = executor(dir.path(), |_| {}).await;
+    let worker = tenant(&exec, "worker").await;
+    let h = worker
+        .load_for_training(ModelSource::from_model(&model).expect("serializes"))
+        .await
+        .expect("loads");
+    assert_eq!(h.arch, "mlp");
+    let x = model.example_input(3).expect("input");
+    let y = worker.forward(&h, &host(&x)).await.expect("forward");
+    assert!(rel_err(y.as_f32().expect("f32"), &reference(&model, &x)) <= 1e-5);
+    drop(worker);
+    exec.stop().await.expect("stops");
+}
