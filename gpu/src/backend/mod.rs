@@ -219,6 +219,11 @@ pub trait Backend: Send + Sync + 'static {
     /// `(free, total)` device memory in bytes.
     fn memory_info(&self) -> Result<(u64, u64)>;
 
+    /// Makes the device current on the calling thread (each launcher thread calls it first:
+    /// cuBLAS works on the calling thread's current context). A no-op on the CPU.
+    fn bind_thread(&self) -> Result<()> {
+        Ok(())
+    }
     fn new_stream(&self, priority: Priority) -> Result<Self::Stream>;
     /// A buffer of `len` elements with unspecified contents (zeros on the CPU): every
     /// operation overwrites its outputs completely.

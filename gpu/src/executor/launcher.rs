@@ -100,6 +100,10 @@ fn panic_error(what: &str) -> GpuError {
 impl<B: Backend> Launcher<B> {
     /// Serves until the device thread drops the sender and the last item has completed.
     pub fn run(self, rx: mpsc::Receiver<Launch<B>>) {
+        if let Err(e) = self.backend.bind_thread() {
+            // Every launch would fail the same way; each says so to the tenant.
+            tracing::error!(tenant = self.tenant, error = %e, "launcher cannot bind the device");
+        }
         let mut in_flight: Vec<InFlight<B>> = Vec::new();
         let mut open = true;
         loop {

@@ -195,6 +195,10 @@ impl Backend for CudaBackend {
         Ok((u(free), u(total)))
     }
 
+    fn bind_thread(&self) -> Result<()> {
+        self.ctx.bind_to_thread().map_err(driver)
+    }
+
     fn new_stream(&self, priority: Priority) -> Result<CudaTenantStream> {
         // Lower numbers are higher priorities: `.1` is the greatest.
         let p = match priority {
