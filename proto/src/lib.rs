@@ -28,5 +28,15 @@ pub mod paramstore {
     }
 }
 
+/// The GPU executor protocol (package `gpu.v1`).
+pub mod gpu {
+    #![allow(missing_docs, clippy::all, unused_qualifications)]
+    /// Version 1 of the GPU executor protocol.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, unused_qualifications)]
+        tonic::include_proto!("gpu.v1");
+    }
+}
+
 /// The encoded `FileDescriptorSet` of every proto file, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("cumulus_descriptor");
