@@ -1,4 +1,14 @@
 //! Cumulus inference: the KServe V2 REST and gRPC gateway, the SLO-aware adaptive batcher, and the
 //! `infer-stage` function that runs a model's layer groups.
 //!
-//! Filled by the inference issues; nothing is exported yet.
+//! - [`protocol`]: the Open Inference Protocol V2 types, their JSON, binary-extension and gRPC
+//!   codecs, and validation against a model's metadata;
+//! - [`http`], [`grpc`]: thin REST (axum) and gRPC (tonic) adapters over one [`http::Backend`]-style
+//!   core trait;
+//! - `loadgen` (feature `bench`): the open-loop load generator of `cumulus bench serve`.
+
+pub mod grpc;
+pub mod http;
+#[cfg(feature = "bench")]
+pub mod loadgen;
+pub mod protocol;
