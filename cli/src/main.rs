@@ -12,9 +12,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench_runtime;
 mod data;
 mod function;
+mod gpu;
 mod jobs;
 mod models;
 mod param_store;
+mod partition;
 mod plan;
 mod telemetry;
 mod train;
@@ -62,6 +64,10 @@ enum Command {
     /// List, watch and cancel jobs on a running control plane.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Plan a model's layer groups and memory tiers under its SLO (exact MIQP solve).
+    Partition(partition::PartitionArgs),
+    /// Own one GPU's CUDA context and run the node's functions' work on it.
+    GpuExecutor(gpu::GpuExecutorArgs),
 }
 
 /// The benchmark suites (`cumulus bench <suite>`).
@@ -71,6 +77,8 @@ enum BenchCommand {
     Runtime(bench_runtime::RuntimeBenchArgs),
     /// The parameter store against Redis: sparse push/pull exchanges of W workers.
     ParamStore(param_store::BenchParamStoreArgs),
+    /// The partitioner's solve time over a grid of random instances.
+    Partition(partition::BenchPartitionArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -107,11 +115,14 @@ fn run() -> anyhow::Result<()> {
         Command::Bench(suite) => match suite {
             BenchCommand::Runtime(args) => bench_runtime::run(args),
             BenchCommand::ParamStore(args) => param_store::bench(args),
+            BenchCommand::Partition(args) => partition::bench(args),
         },
         Command::Fn(args) => function::run(args),
         Command::ParamStore(args) => param_store::run(args),
         Command::Up(args) => up::run(args),
         Command::Submit(args) => jobs::submit(args),
         Command::Jobs(command) => jobs::run(command),
+        Command::Partition(args) => partition::run(args),
+        Command::GpuExecutor(args) => gpu::run(args),
     }
 }

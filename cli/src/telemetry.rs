@@ -31,5 +31,6 @@ pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
     cumulus_param_store::metrics::describe();
     cumulus_runtime::metrics::describe();
     cumulus_trainer::metrics::describe();
+    cumulus_gpu::metrics::describe();
     Ok(handle)
 }
