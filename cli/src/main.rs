@@ -18,6 +18,7 @@ mod models;
 mod param_store;
 mod partition;
 mod plan;
+mod serve;
 mod telemetry;
 mod train;
 mod up;
@@ -56,6 +57,8 @@ enum Command {
     Fn(function::FnArgs),
     /// Run one shard of the parameter store (gRPC).
     ParamStore(param_store::ParamStoreArgs),
+    /// Serve a model repository over KServe V2 REST and gRPC, with adaptive batching.
+    Serve(serve::ServeArgs),
     /// Run the local control plane (parameter store, function platform, job API, /metrics) until
     /// Ctrl-C or SIGTERM.
     Up(up::UpArgs),
@@ -81,12 +84,31 @@ enum BenchCommand {
     Partition(partition::BenchPartitionArgs),
 }
 
+/// An error that ends the process with a status of its own (an interrupted job: 128 + the
+/// signal's number), not the generic 1.
+#[derive(Debug)]
+pub(crate) struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));
-            std::process::ExitCode::FAILURE
+            match e.downcast_ref::<Exit>() {
+                Some(exit) => std::process::ExitCode::from(exit.code),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }
@@ -119,6 +141,7 @@ fn run() -> anyhow::Result<()> {
         },
         Command::Fn(args) => function::run(args),
         Command::ParamStore(args) => param_store::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Up(args) => up::run(args),
         Command::Submit(args) => jobs::submit(args),
         Command::Jobs(command) => jobs::run(command),

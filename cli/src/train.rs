@@ -99,7 +99,31 @@ pub(crate) async fn train(up: &UpHandle, job: JobSpec) -> anyhow::Result<JobView
         .submit(job)
         .with_context(|| format!("job {name}"))?;
     let rx = up.jobs().subscribe(&id)?;
+    // The first Ctrl-C or SIGTERM stops the job as a cancel does (its workers push what they
+    // hold, the model so far is written); a second one exits at once.
+    let (jobs, cancelled) = (up.jobs().clone(), id.clone());
+    let interrupted = std::sync::Arc::new(std::sync::OnceLock::new());
+    let seen = interrupted.clone();
+    let bar_for_signals = bar.clone();
+    let signals = tokio::spawn(async move {
+        let first = cumulus_service::shutdown::received().await;
+        let _ = seen.set(first);
+        let line = format!(
+            "{}: stopping {cancelled}: its workers push what they hold and the model so far is written (again to exit at once)",
+            first.name()
+        );
+        if bar_for_signals.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar_for_signals.println(line);
+        }
+        let _ = jobs.cancel(&cancelled);
+        let second = cumulus_service::shutdown::received().await;
+        eprintln!("{}: exiting now", second.name());
+        std::process::exit(i32::from(second.exit_code()));
+    });
     render_progress(rx, &bar).await;
+    signals.abort();
     bar.finish_and_clear();
     let view = up.jobs().get(&id)?;
     if view.state == JobState::Failed {
@@ -141,6 +165,14 @@ pub(crate) async fn train(up: &UpHandle, job: JobSpec) -> anyhow::Result<JobView
         println!("stopped: {reason}");
     }
     println!("model written to {}", view.output.display());
+    if let Some(signal) = interrupted.get() {
+        println!("interrupted by {}", signal.name());
+        return Err(crate::Exit {
+            code: signal.exit_code(),
+            message: format!("job {name} was interrupted by {}", signal.name()),
+        }
+        .into());
+    }
     Ok(view)
 }
 

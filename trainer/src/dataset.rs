@@ -146,7 +146,7 @@ impl Prepared {
 }
 
 /// Where a `data.source` points.
-fn source_path(source: &str) -> Result<PathBuf, TrainerError> {
+pub fn source_path(source: &str) -> Result<PathBuf, TrainerError> {
     if let Some(rest) = source.strip_prefix("file://") {
         return Ok(PathBuf::from(rest));
     }

@@ -112,6 +112,12 @@ pub trait Invoker: Send + Sync + 'static {
     fn instances(&self) -> Option<Instances> {
         None
     }
+
+    /// What one invocation costs while it runs: USD per second and per invocation (so the
+    /// coordinator can hold a cost limit before the bills of running invocations are in).
+    fn price(&self) -> Option<(f64, f64)> {
+        None
+    }
 }
 
 /// Invokes the worker function `function` on the function platform.
@@ -177,6 +183,16 @@ impl Invoker for PlatformInvoker {
 
     fn instances(&self) -> Option<Instances> {
         self.platform.stats(&self.function).map(Instances::from)
+    }
+
+    fn price(&self) -> Option<(f64, f64)> {
+        let config = self.platform.config();
+        let memory_mb = config.functions.spec(&self.function).memory_mb;
+        let p = &config.pricing;
+        Some((
+            f64::from(memory_mb) / 1024.0 * p.gb_second_usd,
+            p.invocation_usd,
+        ))
     }
 }
 

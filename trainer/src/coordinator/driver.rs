@@ -44,16 +44,66 @@ pub(super) struct Shared {
     pub examples: AtomicU64,
     /// Each worker's data shard URL; replaced when a scale-in re-splits the training data.
     pub shards: std::sync::Mutex<Vec<String>>,
+    /// Local steps the job may still run (`stop.max_epochs`), handed out to invocations as
+    /// they start and the unused part given back when they return: the epoch limit holds
+    /// within a step even while every worker is in the middle of an invocation.
+    steps_left: Option<AtomicU64>,
+    /// When each worker's current invocation began (for the cost of running invocations).
+    pub running: std::sync::Mutex<Vec<Option<std::time::Instant>>>,
 }
 
 impl Shared {
-    pub fn new(workers: u32, shards: Vec<String>) -> Self {
+    /// `step_budget`: local steps the job may run in all, when it has an epoch limit.
+    pub fn new(workers: u32, shards: Vec<String>, step_budget: Option<u64>) -> Self {
         Self {
             stop: CancellationToken::new(),
             started: AtomicU64::new(0),
             removed: (0..workers).map(|_| AtomicBool::new(false)).collect(),
             examples: AtomicU64::new(0),
             shards: std::sync::Mutex::new(shards),
+            steps_left: step_budget.map(AtomicU64::new),
+            running: std::sync::Mutex::new(vec![None; workers as usize]),
+        }
+    }
+
+    fn active_workers(&self) -> u64 {
+        self.removed
+            .iter()
+            .filter(|r| !r.load(Ordering::SeqCst))
+            .count()
+            .max(1) as u64
+    }
+
+    /// Takes this invocation's steps out of the budget: at most `want`, at most its share of
+    /// what is left. `Some(0)`: the budget is spent.
+    fn grant(&self, want: u32) -> u32 {
+        let Some(left) = &self.steps_left else {
+            return want;
+        };
+        let share_of = |l: u64| l.div_ceil(self.active_workers()).min(u64::from(want));
+        let mut granted = 0;
+        let _ = left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
+            granted = share_of(l);
+            Some(l - granted)
+        });
+        granted as u32
+    }
+
+    /// Gives back the steps of a grant that were not run.
+    fn give_back(&self, unused: u32) {
+        if let Some(left) = &self.steps_left {
+            left.fetch_add(u64::from(unused), Ordering::SeqCst);
+        }
+    }
+
+    fn set_running(&self, k: u32, since: Option<std::time::Instant>) {
+        if let Some(slot) = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(k as usize)
+        {
+            *slot = since;
         }
     }
 
@@ -107,7 +157,18 @@ impl Driver {
         let mut invocation = 0u64;
         let mut failures = 0u32;
         let mut busy = 0u32;
-        while !self.shared.removed(k) && self.shared.begin_invocation() {
+        let steps_per_invocation = self.template.steps;
+        while !self.shared.removed(k) {
+            let granted = self.shared.grant(steps_per_invocation);
+            if granted == 0 {
+                // The epoch limit's steps are spent (by this worker's share or others').
+                break;
+            }
+            if !self.shared.begin_invocation() {
+                self.shared.give_back(granted);
+                break;
+            }
+            task.steps = granted;
             invocation += 1;
             // A fresh range of sequence numbers per invocation: a push of a failed invocation
             // can never shadow one of the next.
@@ -125,10 +186,16 @@ impl Driver {
             }
             let epoch = self.shared.examples.load(Ordering::Relaxed) / self.train_len.max(1);
             task.lr = base_lr * self.schedule.factor(epoch as u32, self.max_epochs);
+            self.shared.set_running(k, Some(std::time::Instant::now()));
             let outcome = self
                 .invoker
                 .invoke(task.clone(), self.shared.stop.clone())
                 .await;
+            self.shared.set_running(k, None);
+            let ran = outcome
+                .as_ref()
+                .map_or(0, |done| done.report.steps.len() as u32);
+            self.shared.give_back(granted.saturating_sub(ran));
             let event = match outcome {
                 Ok(done) if done.report.steps.is_empty() && !self.shared.is_stopped() => {
                     // Nothing was trained: the time limit is shorter than one step and its drain.

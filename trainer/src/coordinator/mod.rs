@@ -164,6 +164,7 @@ impl<'a> Coordinator<'a> {
         let client = ParamStoreClient::connect(&options.store, ClientConfig::default()).await?;
         register(&client, &options.job_id, &model, job.workers.sync, workers).await?;
 
+        let budget = step_budget(job, &data);
         let tuner = job
             .autotune
             .enabled
@@ -187,7 +188,7 @@ impl<'a> Coordinator<'a> {
             checkpoints: Some(checkpoints),
             shard_dir,
             client,
-            shared: Arc::new(Shared::new(workers, shards)),
+            shared: Arc::new(Shared::new(workers, shards, budget)),
             invoker: None,
             st,
             history: Vec::new(),
@@ -264,9 +265,57 @@ impl<'a> Coordinator<'a> {
                     self.st.state = JobState::Cancelled;
                     self.stop("cancelled".to_string()).await;
                 }
-                _ = tick.tick() => self.refresh_phase().await,
+                _ = tick.tick() => {
+                    self.check_limits().await;
+                    self.refresh_phase().await;
+                }
             }
         }
+    }
+
+    /// Stops the job once a limit that does not need an evaluation is passed — wall time,
+    /// cost (the running invocations' cost so far included), epochs — without waiting for the
+    /// round to end: the workers stop after the step they are in.
+    async fn check_limits(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let s = &self.job.stop;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let reason = if let Some(w) = s.max_wall_secs.filter(|&w| elapsed >= w) {
+            Some(format!("wall-time limit of {w} s"))
+        } else if let Some(c) = s.max_cost_usd.filter(|&c| self.cost_so_far() >= c) {
+            Some(format!("cost limit of ${c}"))
+        } else if let Some(e) = s.max_epochs.filter(|&e| {
+            self.st.examples as f64 / self.data.train_len().max(1) as f64 >= f64::from(e)
+        }) {
+            Some(format!("{e} epochs done"))
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            tracing::info!(%reason, "stopping mid-round");
+            self.stop(reason).await;
+        }
+    }
+
+    /// The cost billed so far plus what the invocations still running have cost until now.
+    fn cost_so_far(&self) -> f64 {
+        let Some((per_second, per_invocation)) = self.invoker.as_ref().and_then(|i| i.price())
+        else {
+            return self.st.cost_usd;
+        };
+        let running = self
+            .shared
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let live: f64 = running
+            .iter()
+            .flatten()
+            .map(|since| since.elapsed().as_secs_f64() * per_second + per_invocation)
+            .sum();
+        self.st.cost_usd + live
     }
 
     async fn on_event(&mut self, event: Event) {
@@ -276,6 +325,7 @@ impl<'a> Coordinator<'a> {
                 if let Err(e) = self.maybe_end_round().await {
                     self.fail(e).await;
                 }
+                self.check_limits().await;
             }
             Event::Failure(k, reason) => {
                 self.st.failures += 1;
@@ -606,6 +656,13 @@ impl<'a> Coordinator<'a> {
             output_dir: self.output_dir,
         })
     }
+}
+
+/// The local steps `stop.max_epochs` allows in all (`None` without an epoch limit).
+fn step_budget(job: &JobSpec, data: &Prepared) -> Option<u64> {
+    let epochs = u64::from(job.stop.max_epochs?);
+    let batch = job.training.batch_size.max(1) as u64;
+    Some((epochs * data.train_len() as u64).div_ceil(batch).max(1))
 }
 
 /// Splits the training data into `workers` shards (seeded) and writes each under `dir` as

@@ -415,6 +415,9 @@ impl JobSpec {
                 ),
             );
         }
+        if let Err(e) = self.training.optimizer.validate() {
+            return bad("training.optimizer", e.to_string());
+        }
         if self.training.steps_per_invocation == 0 {
             return bad("training.steps_per_invocation", "must be at least 1".into());
         }

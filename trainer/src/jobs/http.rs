@@ -10,7 +10,8 @@
 //! | `DELETE /v1/jobs/{id}` | cancels it; the job as it stands |
 //!
 //! Errors are `{"error": "..."}`: 400 bad job file, 401 missing or wrong bearer token, 404
-//! unknown job, 413 body too large, 422 a job this control plane cannot run as written (the
+//! unknown job, 403 a job reading or writing outside the allowed folders, 413 body too large,
+//! 422 a job this control plane cannot run as written (the
 //! limit is named), 429 too many jobs, 503 shutting down.
 
 use std::convert::Infallible;
@@ -53,6 +54,8 @@ impl IntoResponse for ApiError {
             ApiError::Jobs(e) => match e {
                 JobsError::BadJob(_) => StatusCode::BAD_REQUEST,
                 JobsError::Unrunnable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                JobsError::Forbidden(_) => StatusCode::FORBIDDEN,
+                JobsError::BadOutput(_) => StatusCode::BAD_REQUEST,
                 JobsError::UnknownJob(_) => StatusCode::NOT_FOUND,
                 JobsError::TooManyJobs { .. } => StatusCode::TOO_MANY_REQUESTS,
                 JobsError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

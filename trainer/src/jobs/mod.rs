@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod confine;
 pub mod http;
 
 use std::collections::BTreeMap;
@@ -57,6 +58,12 @@ pub enum JobsError {
     /// A valid job this control plane cannot run as written; the message names the limit.
     #[error("the job cannot run here: {0}")]
     Unrunnable(String),
+    /// The job would read or write outside the folders this control plane allows.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The job's output folder cannot be written.
+    #[error("{0}")]
+    BadOutput(String),
     #[error("no job {0:?}")]
     UnknownJob(String),
     #[error("too many jobs: {active} are running or queued, the limit is {limit}")]
@@ -79,6 +86,12 @@ pub struct ManagerConfig {
     pub max_active: usize,
     /// Finished jobs remembered for list and get.
     pub max_finished: usize,
+    /// Where jobs without an `output` write their model folder: `<models>/<id>` (the model
+    /// repository of the gateway under `cumulus up`, so a trained model can be loaded and
+    /// served at once); `<work_dir>/<id>/model` when absent.
+    pub models: Option<PathBuf>,
+    /// Confine jobs to these folders (jobs that come over the network); `None` trusts them.
+    pub confinement: Option<confine::Confinement>,
 }
 
 impl ManagerConfig {
@@ -89,6 +102,8 @@ impl ManagerConfig {
             max_running: 2,
             max_active: 16,
             max_finished: 1000,
+            models: None,
+            confinement: None,
         }
     }
 }
@@ -140,16 +155,62 @@ pub struct JobManager {
     inner: Arc<Inner>,
 }
 
+/// Checks before anything runs that the job's output folder can be created and written, so a
+/// job never trains to the end and then loses its model.
+fn check_writable(dir: &std::path::Path) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("output {}: cannot write there: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    let probe = dir.join(".cumulus-write-check");
+    std::fs::write(&probe, b"").map_err(fail)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// The file under the work folder that keeps the last job number across restarts.
+const COUNTER_FILE: &str = "job-counter";
+
+/// The highest job number used in `work_dir` so far: the counter file's, or the highest
+/// `<name>-<N>` folder a job left there, whichever is higher.
+fn last_job_number(work_dir: &std::path::Path) -> u64 {
+    let from_file = std::fs::read_to_string(work_dir.join(COUNTER_FILE))
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let from_dirs = std::fs::read_dir(work_dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|name| {
+            name.rsplit_once('-')
+                .and_then(|(_, n)| n.parse::<u64>().ok())
+        })
+        .max()
+        .unwrap_or(0);
+    from_file.max(from_dirs)
+}
+
+/// Records `n` as the last job number (through a temporary file and a rename).
+fn save_job_number(work_dir: &std::path::Path, n: u64) -> std::io::Result<()> {
+    std::fs::create_dir_all(work_dir)?;
+    let tmp = work_dir.join(format!(".{COUNTER_FILE}.tmp"));
+    std::fs::write(&tmp, n.to_string())?;
+    std::fs::rename(&tmp, work_dir.join(COUNTER_FILE))
+}
+
 impl JobManager {
+    /// A manager whose job numbers continue after those already used in its work folder, so
+    /// a restarted control plane never gives a new job the id of an old one.
     pub fn new(config: ManagerConfig, fleet: Arc<dyn WorkerFleet>) -> Self {
         let running = Arc::new(Semaphore::new(config.max_running.max(1)));
+        let last = last_job_number(&config.work_dir);
         Self {
             inner: Arc::new(Inner {
                 config,
                 fleet,
                 running,
                 jobs: Mutex::new(BTreeMap::new()),
-                counter: AtomicU64::new(0),
+                counter: AtomicU64::new(last),
                 capacity_freed: Notify::new(),
             }),
         }
@@ -183,11 +244,23 @@ impl JobManager {
             .fleet
             .check(&job)
             .map_err(|e| JobsError::Unrunnable(e.to_string()))?;
-        let seq = inner.counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let seq = inner.counter.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Err(e) = save_job_number(&inner.config.work_dir, seq) {
+            // The store refuses a job id it already holds, so a reuse after a restart would
+            // fail loudly; still, say now that ids may not survive one.
+            tracing::error!(error = %e, "cannot record the job counter; ids may repeat after a restart");
+        }
         let id = format!("{}-{seq}", job.name);
         if job.output.is_none() {
-            job.output = Some(inner.config.work_dir.join(&id).join("model"));
+            job.output = Some(match &inner.config.models {
+                Some(models) => models.join(&id),
+                None => inner.config.work_dir.join(&id).join("model"),
+            });
         }
+        if let Some(c) = &inner.config.confinement {
+            c.check_job(&job).map_err(JobsError::Forbidden)?;
+        }
+        check_writable(&job.output_dir()).map_err(JobsError::BadOutput)?;
         let mut initial = JobStatus::new(
             &id,
             JobMetric::for_loss(job.training.loss),

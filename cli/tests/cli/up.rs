@@ -7,9 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 
-mod common;
-
-use common::{LIMIT, cumulus, run_bounded, wait_bounded};
+use crate::common::{LIMIT, cumulus, run_bounded, wait_bounded};
 
 const TOKEN: &str = "up-cli-test-token";
 
@@ -44,7 +42,16 @@ fn up_serves_jobs_that_submit_watches_to_the_end_and_stops_on_sigterm() {
     std::fs::write(&config, format!("[auth]\ntokens = [\"{TOKEN}\"]\n")).unwrap();
     let mut up = Up(Some(
         cumulus()
-            .args(["up", "--http", "127.0.0.1:0", "--config"])
+            .args([
+                "up",
+                "--http",
+                "127.0.0.1:0",
+                "--serve-http",
+                "127.0.0.1:0",
+                "--serve-grpc",
+                "127.0.0.1:0",
+                "--config",
+            ])
             .arg(&config)
             .arg("--work-dir")
             .arg(dir.path().join("work"))
@@ -109,7 +116,8 @@ fn up_serves_jobs_that_submit_watches_to_the_end_and_stops_on_sigterm() {
     assert!(id.starts_with("digits-mlp-"), "{stdout}");
     assert!(stdout.contains(&format!("{id}: succeeded")), "{stdout}");
     assert!(!stderr.contains(TOKEN) && !stdout.contains(TOKEN));
-    let model = dir.path().join("work/jobs").join(id).join("model");
+    // Under `up`, a job without an `output` writes into the gateway's model repository.
+    let model = dir.path().join("work/models").join(id);
     assert!(model.join("metrics.json").is_file());
 
     let listed = run_bounded(
@@ -137,7 +145,16 @@ fn start_up(dir: &Path, config: &str, extra: &[&str]) -> (Up, String) {
     std::fs::write(&file, config).unwrap();
     let mut up = Up(Some(
         cumulus()
-            .args(["up", "--http", "127.0.0.1:0", "--config"])
+            .args([
+                "up",
+                "--http",
+                "127.0.0.1:0",
+                "--serve-http",
+                "127.0.0.1:0",
+                "--serve-grpc",
+                "127.0.0.1:0",
+                "--config",
+            ])
             .arg(&file)
             .arg("--work-dir")
             .arg(dir.join("work"))
@@ -400,7 +417,7 @@ fn a_cancel_and_a_sigterm_reach_workers_waiting_at_the_barrier() {
         "{ended}"
     );
     assert_eq!(ended["state"], "cancelled", "{ended}");
-    let model = dir.path().join("work/jobs").join(&id).join("model");
+    let model = dir.path().join("work/models").join(&id);
     assert!(model.join("model.safetensors").is_file() && model.join("metrics.json").is_file());
     assert_eq!(
         worker_starts(&base),
@@ -420,6 +437,6 @@ fn a_cancel_and_a_sigterm_reach_workers_waiting_at_the_barrier() {
         out.status
     );
     assert!(signalled.elapsed() < std::time::Duration::from_secs(60));
-    let model = dir.path().join("work/jobs").join(&id).join("model");
+    let model = dir.path().join("work/models").join(&id);
     assert!(model.join("model.safetensors").is_file() && model.join("metrics.json").is_file());
 }

@@ -5,14 +5,12 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-mod common;
-
 fn digits_job() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/jobs/digits-mlp.toml")
 }
 
 fn cumulus(args: &[&str]) -> Output {
-    common::run_bounded(common::cumulus().args(args))
+    crate::common::run_bounded(crate::common::cumulus().args(args))
 }
 
 #[test]
