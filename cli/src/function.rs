@@ -46,6 +46,10 @@ fn registry() -> FunctionRegistry {
         cumulus_trainer::worker::KIND,
         cumulus_trainer::worker::TrainWorker,
     );
+    registry.register(
+        cumulus_inference::stage::KIND,
+        cumulus_inference::stage::InferStage::default(),
+    );
     registry
 }
 

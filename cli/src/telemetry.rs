@@ -32,5 +32,6 @@ pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
     cumulus_runtime::metrics::describe();
     cumulus_trainer::metrics::describe();
     cumulus_gpu::metrics::describe();
+    cumulus_inference::metrics::describe();
     Ok(handle)
 }

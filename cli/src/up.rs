@@ -1,5 +1,5 @@
-//! `cumulus up`: the local all-in-one control plane (DESIGN.md §2), assembled by
-//! [`cumulus_control::run`]. It prints the address of each endpoint, one per line, and serves
+//! `cumulus up`: the local all-in-one control plane (DESIGN.md §2) — parameter store, function
+//! platform, job API and the inference gateway — assembled by [`cumulus_control::run`]. It prints the address of each endpoint, one per line, and serves
 //! until Ctrl-C or SIGTERM; then it refuses new jobs, cancels the running ones (their workers
 //! stop at once, wherever they wait), lets each write its model, and stops.
 
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use cumulus_control::{StoreChoice, UpConfig};
+use cumulus_control::{ServeSettings, StoreChoice, UpConfig};
 use cumulus_runtime::CumulusConfig;
 
 #[derive(Debug, Args)]
@@ -36,6 +36,20 @@ pub struct UpArgs {
     /// Jobs running or queued; more are refused with 429.
     #[arg(long, env = "CUMULUS_MAX_JOBS", default_value_t = 16)]
     max_jobs: usize,
+    /// The inference gateway's model repository; `<work-dir>/models` when absent. Jobs without
+    /// an `output` write their model there, ready to be loaded (`POST
+    /// /v2/repository/models/<id>/load`).
+    #[arg(long, env = "CUMULUS_MODELS")]
+    models: Option<PathBuf>,
+    /// The inference gateway's KServe V2 REST endpoint.
+    #[arg(long, env = "CUMULUS_SERVE_HTTP", default_value = "127.0.0.1:8000")]
+    serve_http: SocketAddr,
+    /// The inference gateway's KServe V2 gRPC endpoint.
+    #[arg(long, env = "CUMULUS_SERVE_GRPC", default_value = "127.0.0.1:8001")]
+    serve_grpc: SocketAddr,
+    /// Run without the inference gateway.
+    #[arg(long, env = "CUMULUS_NO_SERVE")]
+    no_serve: bool,
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -63,6 +77,11 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     up.max_running_jobs = args.max_running_jobs;
     up.max_jobs = args.max_jobs;
     up.prometheus = Some(prometheus);
+    up.serve = (!args.no_serve).then(|| ServeSettings {
+        models: args.models.clone(),
+        http: args.serve_http,
+        grpc: args.serve_grpc,
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -76,6 +95,13 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "jobs http://{http}/v1/jobs")?;
         writeln!(out, "metrics http://{http}/metrics")?;
+        if let Some((rest, grpc)) = handle.inference {
+            writeln!(out, "inference http://{rest}/v2")?;
+            writeln!(out, "inference-grpc {grpc}")?;
+        }
+        if let Some(models) = &handle.models {
+            writeln!(out, "models {}", models.display())?;
+        }
         writeln!(out, "param-store {}", handle.store_addrs.join(","))?;
         writeln!(out, "work-dir {}", handle.work_dir.display())?;
         out.flush()?;

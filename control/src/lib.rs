@@ -1,7 +1,8 @@
 //! The all-in-one control plane of Cumulus as a library: [`run`] assembles the parameter store
 //! (one shard in this process, or external shards), the function platform, the job manager with
-//! its workers on the platform ([`PlatformFleet`]), and the HTTP API (`/v1/jobs…`, `/metrics`),
-//! and returns an [`UpHandle`] with every bound address and a shutdown.
+//! its workers on the platform ([`PlatformFleet`]), the HTTP API (`/v1/jobs…`, `/metrics`) and,
+//! when asked, the inference gateway over a model repository that jobs write their models
+//! into; it returns an [`UpHandle`] with every bound address and a shutdown.
 //!
 //! `cumulus up`, `cumulus train` and `cumulus train --plan` are thin callers of it, so a job runs
 //! the same way whichever entry point a user takes; the serving half (gateway, GPU executor)
@@ -25,11 +26,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use cumulus_inference::server::{ServeConfig, ServeHandle};
 use cumulus_param_store::{ShardConfig, ShardHandle};
 use cumulus_runtime::{CancellationToken, CumulusConfig, Platform};
 use cumulus_service::auth::BearerTokens;
 use cumulus_service::telemetry::{PrometheusHandle, metrics_router};
 use cumulus_trainer::fleet::PlatformFleet;
+use cumulus_trainer::jobs::confine::Confinement;
 use cumulus_trainer::jobs::{JobManager, ManagerConfig, http};
 use tokio::task::JoinHandle;
 
@@ -47,6 +50,13 @@ pub enum ControlError {
     },
     #[error("invalid control-plane settings: {0}")]
     Config(String),
+    #[error("inference gateway: {0}")]
+    Serve(#[from] cumulus_inference::server::ServeError),
+    #[error("model repository {path}: {source}")]
+    Models {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Where the parameter store is.
@@ -77,6 +87,20 @@ pub struct UpConfig {
     pub max_jobs: usize,
     /// The process's Prometheus recorder, rendered at `/metrics`.
     pub prometheus: Option<PrometheusHandle>,
+    /// The inference gateway, when it is part of this control plane.
+    pub serve: Option<ServeSettings>,
+}
+
+/// The inference gateway of a control plane.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// The model repository; `<work_dir>/models` when absent. Jobs without an `output` write
+    /// their model here, ready to be loaded.
+    pub models: Option<PathBuf>,
+    /// KServe V2 REST (and `/metrics`).
+    pub http: SocketAddr,
+    /// KServe V2 gRPC.
+    pub grpc: SocketAddr,
 }
 
 impl UpConfig {
@@ -91,6 +115,7 @@ impl UpConfig {
             max_running_jobs: 2,
             max_jobs: 16,
             prometheus: None,
+            serve: None,
         }
     }
 }
@@ -103,10 +128,15 @@ pub struct UpHandle {
     /// Parameter-store shard addresses, in shard order.
     pub store_addrs: Vec<String>,
     pub work_dir: PathBuf,
+    /// The inference gateway's REST and gRPC addresses, when it serves.
+    pub inference: Option<(SocketAddr, SocketAddr)>,
+    /// The gateway's model repository, when it serves.
+    pub models: Option<PathBuf>,
     jobs: JobManager,
     fleet: PlatformFleet,
     shard: Option<ShardHandle>,
     server: Option<(CancellationToken, JoinHandle<std::io::Result<()>>)>,
+    gateway: Option<ServeHandle>,
 }
 
 /// Starts the control plane.
@@ -144,21 +174,77 @@ pub async fn run(up: UpConfig) -> Result<UpHandle, ControlError> {
             return Err(e.into());
         }
     };
-    let fleet = PlatformFleet::new(platform);
+    let fleet = PlatformFleet::new(platform.clone());
+    let models = match &up.serve {
+        Some(s) => {
+            let dir = s
+                .models
+                .clone()
+                .unwrap_or_else(|| up.work_dir.join("models"));
+            std::fs::create_dir_all(&dir).map_err(|source| ControlError::Models {
+                path: dir.clone(),
+                source,
+            })?;
+            Some(dir)
+        }
+        None => None,
+    };
     let mut manager_config = ManagerConfig::new(up.work_dir.join("jobs"), store_addrs.clone());
     manager_config.max_running = up.max_running_jobs;
     manager_config.max_active = up.max_jobs;
+    manager_config.models = models.clone();
+    // Jobs that come over the network read and write only where the operator allows.
+    if up.http.is_some() {
+        let storage = &up.config.storage;
+        let own: Vec<PathBuf> = std::iter::once(up.work_dir.join("jobs"))
+            .chain(models.clone())
+            .collect();
+        let _ = std::fs::create_dir_all(up.work_dir.join("jobs"));
+        manager_config.confinement = Some(Confinement {
+            read_roots: storage
+                .data_roots
+                .iter()
+                .cloned()
+                .chain(own.clone())
+                .collect(),
+            write_roots: storage.output_roots.iter().cloned().chain(own).collect(),
+        });
+    }
     let jobs = JobManager::new(manager_config, std::sync::Arc::new(fleet.clone()));
 
     let mut handle = UpHandle {
         http_addr: None,
         store_addrs,
         work_dir: up.work_dir.clone(),
+        inference: None,
+        models: models.clone(),
         jobs,
         fleet,
         shard,
         server: None,
+        gateway: None,
     };
+    if let (Some(s), Some(dir)) = (&up.serve, models) {
+        let started = cumulus_inference::server::run(ServeConfig {
+            models: dir,
+            http: s.http,
+            grpc: s.grpc,
+            config: up.config.clone(),
+            platform: Some(platform),
+            prometheus: up.prometheus.clone(),
+        })
+        .await;
+        match started {
+            Ok(gateway) => {
+                handle.inference = Some((gateway.http_addr, gateway.grpc_addr));
+                handle.gateway = Some(gateway);
+            }
+            Err(e) => {
+                handle.shutdown().await;
+                return Err(e.into());
+            }
+        }
+    }
     if let Some(addr) = up.http {
         if !tokens.required() && !addr.ip().is_loopback() {
             tracing::warn!(%addr, "the job API listens beyond this machine without bearer tokens ([auth] tokens)");
@@ -213,6 +299,9 @@ impl UpHandle {
     pub async fn shutdown(mut self) {
         tracing::info!("control plane stopping: cancelling running jobs");
         self.jobs.shutdown().await;
+        if let Some(gateway) = self.gateway.take() {
+            gateway.shutdown().await;
+        }
         if let Some((stop, task)) = self.server.take() {
             stop.cancel();
             match task.await {

@@ -7,8 +7,15 @@
 //!   core trait;
 //! - `loadgen` (feature `bench`): the open-loop load generator of `cumulus bench serve`.
 
+pub mod batcher;
+pub mod executor;
+pub mod gateway;
 pub mod grpc;
 pub mod http;
 #[cfg(feature = "bench")]
 pub mod loadgen;
+pub mod metrics;
 pub mod protocol;
+pub mod repository;
+pub mod server;
+pub mod stage;

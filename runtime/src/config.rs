@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::billing::Pricing;
 use crate::error::RuntimeError;
 use crate::keepalive::KeepAliveConfig;
+use crate::serving::{InferenceConfig, ModelOverride, ModelServing};
 
 /// The whole `cumulus.toml`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -33,6 +34,24 @@ pub struct CumulusConfig {
     pub functions: FunctionsConfig,
     /// Who may use the control plane's APIs.
     pub auth: AuthConfig,
+    /// The inference gateway's limits and serving defaults.
+    pub inference: InferenceConfig,
+    /// How each model is served, by model name (over `[inference.defaults]`).
+    pub models: BTreeMap<String, ModelOverride>,
+    /// Where jobs submitted over the network may read and write.
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: the folders a job submitted to the control plane may use. The control plane's
+/// own work folder and model repository are always allowed; `cumulus train` (a local user on
+/// their own files) is not confined.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Folders whose files jobs may read (data sources, `[model] from`).
+    pub data_roots: Vec<PathBuf>,
+    /// Folders jobs may write their output into.
+    pub output_roots: Vec<PathBuf>,
 }
 
 /// `[auth]`: bearer tokens of the job API. No tokens means no authentication.
@@ -258,9 +277,34 @@ impl CumulusConfig {
         Ok(config)
     }
 
+    /// How the gateway serves model `name`: `[models.<name>]` over `[inference.defaults]`.
+    pub fn serving(&self, name: &str) -> ModelServing {
+        match self.models.get(name) {
+            Some(o) => o.apply(&self.inference.defaults),
+            None => self.inference.defaults.clone(),
+        }
+    }
+
     /// Checks the values that serde cannot: ranges, tiers, names. The error names the key.
     pub fn validate(&self) -> Result<(), String> {
         self.pricing.validate()?;
+        let tiers = &self.functions.memory_tiers_mb;
+        self.inference.validate(tiers)?;
+        for name in self.models.keys() {
+            if name.is_empty()
+                || name.len() > 128
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+                || name.starts_with('.')
+            {
+                return Err(format!(
+                    "models.{name:?}: model names use 1-128 characters from [A-Za-z0-9_.-], not starting with '.'"
+                ));
+            }
+            self.serving(name)
+                .validate(&format!("models.{name}"), tiers)?;
+        }
         for (i, token) in self.auth.tokens.iter().enumerate() {
             if token.trim().is_empty() {
                 return Err(format!("auth.tokens[{i}]: a token must not be empty"));

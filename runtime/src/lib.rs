@@ -32,9 +32,13 @@ mod local;
 pub mod metrics;
 mod platform;
 mod pool;
+pub mod serving;
 
-pub use config::{CumulusConfig, FunctionOverride, FunctionSpec, FunctionsConfig, LimitMode};
+pub use config::{
+    CumulusConfig, FunctionOverride, FunctionSpec, FunctionsConfig, LimitMode, StorageConfig,
+};
 pub use error::{FunctionFailure, InstanceExit, RuntimeError};
 pub use platform::{Capacity, Invocation, InvokeRequest, Platform, StartKind};
 pub use pool::PoolStats;
+pub use serving::{Batching, Execution, InferenceConfig, ModelOverride, ModelServing};
 pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,281 @@
+//! Where a model's batches run: in `infer-stage` function instances of the platform (the
+//! product's default: a warm pool that scales out under load and to zero when idle), or on a
+//! compute thread of the gateway (`execution = "in-process"`, for latency-critical deployments).
+//!
+//! Both take a batch as a [`RawTensor`] and give the output back with what it cost; neither
+//! ever blocks the async runtime.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cumulus_runtime::keepalive::KeepAliveConfig;
+use cumulus_runtime::{
+    FunctionFailure, InvokeRequest, ModelServing, Platform, RuntimeError, StartKind,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::stage::{self, ModelCache, RawTensor, StageTask};
+
+/// A batch that ran.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    pub output: RawTensor,
+    /// Wall time of the whole execution as the gateway saw it (invocation included).
+    pub took: Duration,
+    /// Time of the forward itself.
+    pub compute: Duration,
+    /// An instance was started (or the model loaded) for it.
+    pub cold: bool,
+}
+
+/// Why a batch did not run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ExecError {
+    /// The input does not fit the model (a shape the first layer refuses).
+    #[error("{0}")]
+    BadInput(String),
+    /// No instance could take it (queue full, capacity).
+    #[error("{0}")]
+    Busy(String),
+    /// The platform or the gateway is stopping.
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub type ExecFuture<'a> = Pin<Box<dyn Future<Output = Result<Executed, ExecError>> + Send + 'a>>;
+
+/// Runs a model's batches.
+pub trait Executor: Send + Sync + 'static {
+    fn execute(&self, batch: RawTensor) -> ExecFuture<'_>;
+    /// Batches that may run at once.
+    fn parallelism(&self) -> usize;
+    /// Gives back what the executor holds (the function's instances).
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
+/// The platform's name of a model's function: `infer-` and the model name made a DNS label,
+/// with a hash of the whole name so names differing in case or punctuation never collide.
+pub fn function_name(model: &str) -> String {
+    let mut hash: u32 = 0x811c_9dc5; // FNV-1a
+    for b in model.bytes() {
+        hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let clean: String = model
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    format!("infer-{}-{hash:08x}", clean.trim_matches('-'))
+}
+
+/// Batches as invocations of the model's own `infer-stage` function.
+#[derive(Debug)]
+pub struct FunctionExecutor {
+    platform: Platform,
+    function: String,
+    model_dir: PathBuf,
+    first: usize,
+    last: Option<usize>,
+    parallelism: usize,
+}
+
+impl FunctionExecutor {
+    /// Deploys the model's function (`serving` says its tier, instances and idle timeout) for
+    /// layers `first..=last` of the model in `model_dir`.
+    pub fn deploy(
+        platform: &Platform,
+        model: &str,
+        model_dir: PathBuf,
+        layers: (usize, Option<usize>),
+        serving: &ModelServing,
+    ) -> Result<Self, RuntimeError> {
+        let function = function_name(model);
+        let mut spec = platform.config().functions.spec(stage::KIND);
+        spec.kind = Some(stage::KIND.to_string());
+        spec.memory_mb = serving.memory_mb;
+        spec.min_instances = serving.min_instances;
+        spec.max_instances = serving.max_instances;
+        // The batcher never has more batches out than instances.
+        spec.queue_capacity = serving.max_instances;
+        spec.concurrency = 1;
+        // A batch is late long before this; it only bounds a stuck instance.
+        spec.timeout_ms = ((serving.slo_p99_ms * 20.0) as u64).clamp(10_000, 900_000);
+        spec.keep_alive = KeepAliveConfig::Fixed {
+            ttl_ms: serving.idle_ms,
+        };
+        platform.deploy(&function, spec)?;
+        Ok(Self {
+            platform: platform.clone(),
+            function,
+            model_dir,
+            first: layers.0,
+            last: layers.1,
+            parallelism: serving.max_instances,
+        })
+    }
+
+    /// The platform's name of the function.
+    pub fn function(&self) -> &str {
+        &self.function
+    }
+}
+
+impl Executor for FunctionExecutor {
+    fn execute(&self, batch: RawTensor) -> ExecFuture<'_> {
+        Box::pin(async move {
+            let task = StageTask {
+                model_dir: self.model_dir.clone(),
+                first: self.first,
+                last: self.last,
+                dtype: batch.dtype,
+                shape: batch.shape.clone(),
+            };
+            let started = Instant::now();
+            let done = self
+                .platform
+                .invoke_request(InvokeRequest {
+                    function: self.function.clone(),
+                    payload: stage::encode_task(&task, &batch),
+                    deadline: None,
+                    job: None,
+                    cancel: None,
+                })
+                .await
+                .map_err(|e| match e {
+                    RuntimeError::Function {
+                        failure: FunctionFailure::BadPayload,
+                        message,
+                        ..
+                    } => ExecError::BadInput(message),
+                    RuntimeError::QueueFull { .. }
+                    | RuntimeError::CapacityExceeded { .. }
+                    | RuntimeError::Function {
+                        failure: FunctionFailure::Busy,
+                        ..
+                    } => ExecError::Busy(e.to_string()),
+                    RuntimeError::ShuttingDown => ExecError::ShuttingDown,
+                    other => ExecError::Failed(other.to_string()),
+                })?;
+            let took = started.elapsed();
+            let (header, output) = stage::decode_output(&done.output).map_err(ExecError::Failed)?;
+            Ok(Executed {
+                output,
+                took,
+                compute: Duration::from_micros(header.compute_us),
+                cold: done.start == StartKind::Cold || header.loaded,
+            })
+        })
+    }
+
+    fn parallelism(&self) -> usize {
+        self.parallelism
+    }
+
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            self.platform.undeploy(&self.function).await;
+        })
+    }
+}
+
+type Job = (RawTensor, oneshot::Sender<Result<Executed, ExecError>>);
+
+/// Batches on compute threads of this process, which own the loaded model.
+#[derive(Debug)]
+pub struct InProcessExecutor {
+    tx: mpsc::Sender<Job>,
+    parallelism: usize,
+}
+
+impl InProcessExecutor {
+    /// `threads` compute threads, each running whole batches of layers `first..=last` of the
+    /// model in `model_dir` (loaded once, shared).
+    pub fn start(
+        model_dir: PathBuf,
+        layers: (usize, Option<usize>),
+        threads: usize,
+    ) -> Result<Self, ExecError> {
+        let cache = Arc::new(ModelCache::default());
+        // Load now: a bad folder is a load error, not the first request's.
+        cache
+            .get(&model_dir)
+            .map_err(|e| ExecError::Failed(format!("loading {}: {e}", model_dir.display())))?;
+        let threads = threads.max(1);
+        let (tx, rx) = mpsc::channel::<Job>(threads * 2);
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads {
+            let (rx, cache, dir) = (rx.clone(), cache.clone(), model_dir.clone());
+            std::thread::Builder::new()
+                .name(format!("infer-compute-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).blocking_recv();
+                        let Some((batch, reply)) = job else { return };
+                        let started = Instant::now();
+                        let task = StageTask {
+                            model_dir: dir.clone(),
+                            first: layers.0,
+                            last: layers.1,
+                            dtype: batch.dtype,
+                            shape: batch.shape.clone(),
+                        };
+                        let result = stage::run_stage(&cache, &task, &batch)
+                            .map(|(header, output)| Executed {
+                                output,
+                                took: started.elapsed(),
+                                compute: Duration::from_micros(header.compute_us),
+                                cold: header.loaded,
+                            })
+                            .map_err(|e| match e {
+                                cumulus_runtime::instance::FunctionError::BadPayload(m) => {
+                                    ExecError::BadInput(m)
+                                }
+                                cumulus_runtime::instance::FunctionError::Failed(m) => {
+                                    ExecError::Failed(m)
+                                }
+                            });
+                        let _ = reply.send(result);
+                    }
+                })
+                .map_err(|e| ExecError::Failed(format!("starting a compute thread: {e}")))?;
+        }
+        Ok(Self {
+            tx,
+            parallelism: threads,
+        })
+    }
+}
+
+impl Executor for InProcessExecutor {
+    fn execute(&self, batch: RawTensor) -> ExecFuture<'_> {
+        Box::pin(async move {
+            let (reply, done) = oneshot::channel();
+            self.tx
+                .send((batch, reply))
+                .await
+                .map_err(|_| ExecError::ShuttingDown)?;
+            done.await.map_err(|_| ExecError::ShuttingDown)?
+        })
+    }
+
+    fn parallelism(&self) -> usize {
+        self.parallelism
+    }
+
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        // The threads end when the executor (and its sender) is dropped.
+        Box::pin(async {})
+    }
+}
