@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use cumulus_models::ModelConfig;
 use cumulus_models::data::{Dataset, Features, digits, load_path};
+use cumulus_models::loss::Loss;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
@@ -166,14 +167,82 @@ fn tensors(ds: &Dataset) -> Result<(Tensor, Tensor), TrainerError> {
     pair.map_err(|e| TrainerError::Data(e.to_string()))
 }
 
-/// Reads and splits the dataset of `spec`; `seed` fixes the split.
-pub fn prepare(spec: &DataSpec, seed: u64) -> Result<Prepared, TrainerError> {
+/// The width of a model's output per example: 1 for `[batch]` or `[batch, 1]`.
+fn output_width(model: &ModelConfig) -> usize {
+    match model.outputs().first().map(|o| o.shape.as_slice()) {
+        Some([_, w]) => usize::try_from(*w).unwrap_or(1),
+        _ => 1,
+    }
+}
+
+/// Checks that `loss` fits the model's output width, so a job that cannot train is refused
+/// when it is read, not after its workers fail.
+pub fn check_loss_fits(loss: Loss, model: &ModelConfig) -> Result<(), String> {
+    let width = output_width(model);
+    match loss {
+        Loss::CrossEntropy if width < 2 => Err(format!(
+            "cross_entropy needs at least 2 outputs (class logits), the model has {width}"
+        )),
+        Loss::BinaryLogistic | Loss::Mse if width != 1 => Err(format!(
+            "{} needs one output per example, the model has {width} (n_outputs = 1)",
+            match loss {
+                Loss::Mse => "mse",
+                _ => "binary_logistic",
+            }
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checks every label of `data` (in file order, before any split) against the loss and the
+/// model: a class index below the output width for cross-entropy, 0 or 1 for the logistic
+/// loss, a finite number for MSE. The error names the file and the example.
+pub fn check_labels(data: &Dataset, loss: Loss, model: &ModelConfig) -> Result<(), TrainerError> {
+    let width = output_width(model);
+    let bad = |i: usize, label: f32, why: String| {
+        TrainerError::Data(format!(
+            "{}: example {} (counting from 1, in file order) has label {label}: {why}",
+            data.name,
+            i + 1
+        ))
+    };
+    for (i, &l) in data.labels.iter().enumerate() {
+        match loss {
+            Loss::CrossEntropy if !(l >= 0.0 && l.fract() == 0.0 && (l as usize) < width) => {
+                return Err(bad(
+                    i,
+                    l,
+                    format!("not a class index in [0, {width}) (the model's n_outputs)"),
+                ));
+            }
+            Loss::BinaryLogistic if l != 0.0 && l != 1.0 => {
+                return Err(bad(i, l, "binary_logistic needs 0 or 1".into()));
+            }
+            Loss::Mse if !l.is_finite() => {
+                return Err(bad(i, l, "not a finite number".into()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Reads and splits the dataset of `spec`; `seed` fixes the split. With `check`, every label
+/// is checked against the loss and the model first.
+pub fn prepare(
+    spec: &DataSpec,
+    seed: u64,
+    check: Option<(Loss, &ModelConfig)>,
+) -> Result<Prepared, TrainerError> {
     let data = if spec.source == BUILTIN_DIGITS {
         digits::load()
     } else {
         load_path(source_path(&spec.source)?, spec.format)
     }
     .map_err(|e| TrainerError::Data(e.to_string()))?;
+    if let Some((loss, model)) = check {
+        check_labels(&data, loss, model)?;
+    }
     let (train, test) = data
         .train_test_split(spec.test_fraction, seed)
         .map_err(|e| TrainerError::Data(e.to_string()))?;
@@ -202,7 +271,7 @@ mod tests {
 
     #[test]
     fn digits_split_and_partition_cover_every_example_once() {
-        let p = prepare(&digits_spec(), 3).unwrap();
+        let p = prepare(&digits_spec(), 3, None).unwrap();
         assert_eq!(p.train_len() + p.test_len(), 1797);
         let parts = p.partitions(3, 9).unwrap();
         let sizes: Vec<usize> = parts.iter().map(|(x, _)| x.dims()[0]).collect();
@@ -221,7 +290,7 @@ mod tests {
 
     #[test]
     fn flat_digits_become_images_for_a_convolution_and_misfits_are_refused() {
-        let p = prepare(&digits_spec(), 0).unwrap();
+        let p = prepare(&digits_spec(), 0, None).unwrap();
         let n = p.train_len();
         let resnet: ModelConfig = serde_json::from_str(
             r#"{"arch":"resnet","depth":18,"n_classes":10,"in_channels":1,"image_size":8}"#,
@@ -256,7 +325,7 @@ mod tests {
             format: None,
             test_fraction: 0.25,
         };
-        let tokens = prepare(&raw, 0).unwrap().shaped_for(&tf).unwrap();
+        let tokens = prepare(&raw, 0, None).unwrap().shaped_for(&tf).unwrap();
         assert_eq!(tokens.train_x.dtype(), DType::U32);
         assert_eq!(tokens.train_x.dims(), &[n, 64]);
         let max = tokens.train_x.flatten_all().unwrap().max(0).unwrap();
@@ -270,7 +339,7 @@ mod tests {
             ..digits_spec()
         };
         assert!(
-            prepare(&spec, 0)
+            prepare(&spec, 0, None)
                 .unwrap_err()
                 .to_string()
                 .contains("file:// URL")
@@ -280,12 +349,37 @@ mod tests {
             ..digits_spec()
         };
         assert!(
-            prepare(&spec, 0)
+            prepare(&spec, 0, None)
                 .unwrap_err()
                 .to_string()
                 .contains("file.csv")
         );
-        let p = prepare(&digits_spec(), 0).unwrap();
+        let p = prepare(&digits_spec(), 0, None).unwrap();
         assert!(p.partitions(5000, 0).is_err());
+    }
+
+    #[test]
+    fn labels_that_do_not_fit_the_model_are_refused_naming_the_example() {
+        let data = digits::load().unwrap();
+        let mlp = |n_outputs: usize| {
+            let mut cfg = ModelConfig::default_for("mlp").unwrap();
+            if let ModelConfig::Mlp(c) = &mut cfg {
+                c.n_outputs = n_outputs;
+            }
+            cfg
+        };
+        check_labels(&data, Loss::CrossEntropy, &mlp(10)).unwrap();
+        // Digits has labels up to 9: they do not fit 5 outputs, whatever the split.
+        let err = check_labels(&data, Loss::CrossEntropy, &mlp(5))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("example") && err.contains("[0, 5)"), "{err}");
+        let err = check_labels(&data, Loss::BinaryLogistic, &mlp(1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("0 or 1"), "{err}");
+        assert!(check_loss_fits(Loss::BinaryLogistic, &mlp(10)).is_err());
+        assert!(check_loss_fits(Loss::CrossEntropy, &mlp(1)).is_err());
+        assert!(check_loss_fits(Loss::Mse, &mlp(1)).is_ok());
     }
 }

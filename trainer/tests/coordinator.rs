@@ -365,3 +365,73 @@ async fn a_cancel_reaches_a_worker_waiting_at_the_barrier() {
     assert_eq!(last.invocations_started, 2);
     shard.stop().await.unwrap();
 }
+
+/// The in-process worker, priced like a 1 GB function (for the cost limit).
+struct Priced(InProcessInvoker);
+
+impl Invoker for Priced {
+    fn invoke(&self, task: WorkerTask, cancel: CancellationToken) -> InvokeFuture<'_> {
+        self.0.invoke(task, cancel)
+    }
+    fn price(&self) -> Option<(f64, f64)> {
+        Some((0.001, 0.0))
+    }
+}
+
+/// Runs `job` with invocations far longer than the job's limits allow, within a bound.
+async fn run_with_long_invocations(mut job: JobSpec, invoker: Arc<dyn Invoker>) -> JobSummary {
+    let dir = tempfile::tempdir().unwrap();
+    let shard = shard(dir.path()).await;
+    job.stop.target_accuracy = Some(1.0);
+    job.training.steps_per_invocation = 1_000_000;
+    let options = RunOptions {
+        job_id: job.name.clone(),
+        work_dir: dir.path().join("jobs"),
+        store: vec![shard.addr.to_string()],
+        cancel: CancellationToken::new(),
+    };
+    let (tx, _rx) = watch::channel(JobStatus::new(&job.name, JobMetric::Accuracy, 2));
+    let run = run_job(&job, &options, invoker, tx);
+    let outcome = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the limit stops the invocations in flight")
+        .unwrap();
+    shard.stop().await.unwrap();
+    outcome.summary
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn limits_stop_invocations_in_flight_not_only_at_the_end_of_a_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let in_process = || InProcessInvoker {
+        time_limit: Duration::from_secs(600),
+    };
+
+    // Epochs: 8 workers in one endless invocation each stop at 2 epochs, within a step each.
+    let mut job = digits_job("bsp", 0.1, &dir.path().join("epochs"));
+    job.workers.count = 8;
+    job.stop.max_epochs = Some(2);
+    job.stop.max_wall_secs = None;
+    let m = run_with_long_invocations(job, Arc::new(in_process())).await;
+    let one_step_each = 8.0 * 32.0 / m.train_examples as f64;
+    assert!(
+        m.epochs >= 2.0 && m.epochs <= 2.0 + one_step_each,
+        "{} epochs",
+        m.epochs
+    );
+    assert_eq!(m.stop_reason.as_deref(), Some("2 epochs done"));
+
+    // Wall time: 1 s, although each invocation would run for ages.
+    let mut job = digits_job("bsp", 0.1, &dir.path().join("wall"));
+    job.stop.max_epochs = Some(100_000);
+    job.stop.max_wall_secs = Some(1.0);
+    let m = run_with_long_invocations(job, Arc::new(in_process())).await;
+    assert_eq!(m.stop_reason.as_deref(), Some("wall-time limit of 1 s"));
+
+    // Cost: the running invocations' cost counts before their bills are in.
+    let mut job = digits_job("bsp", 0.1, &dir.path().join("cost"));
+    job.stop.max_epochs = Some(100_000);
+    job.stop.max_cost_usd = Some(0.002);
+    let m = run_with_long_invocations(job, Arc::new(Priced(in_process()))).await;
+    assert_eq!(m.stop_reason.as_deref(), Some("cost limit of $0.002"));
+}

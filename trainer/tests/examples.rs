@@ -76,7 +76,7 @@ fn examples_with_data_at_hand_feed_their_model() {
         let ModelSource::Arch(config) = &job.model else {
             continue;
         };
-        let data = dataset::prepare(&job.data, job.seed)
+        let data = dataset::prepare(&job.data, job.seed, Some((job.training.loss, config)))
             .and_then(|d| d.shaped_for(config))
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(

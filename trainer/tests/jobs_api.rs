@@ -10,6 +10,7 @@ use axum::http::{Request, StatusCode, header};
 use cumulus_param_store::ShardConfig;
 use cumulus_service::auth::BearerTokens;
 use cumulus_trainer::fleet::InProcessFleet;
+use cumulus_trainer::jobs::confine::Confinement;
 use cumulus_trainer::jobs::{JobManager, ManagerConfig, http};
 use futures::StreamExt;
 use serde_json::Value;
@@ -367,4 +368,77 @@ async fn a_job_cancelled_over_http_ends_cancelled_and_stays_listed() {
     })
     .await
     .expect("the cancelled job ends within the test's limit");
+}
+
+#[tokio::test]
+async fn jobs_from_the_api_read_and_write_only_where_the_operator_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let allowed = dir.path().join("data");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::write(allowed.join("ok.csv"), "f0,label\n1,0\n").unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(outside.path(), allowed.join("link")).unwrap();
+    let mut config = ManagerConfig::new(dir.path().join("jobs"), vec!["127.0.0.1:9".into()]);
+    config.confinement = Some(Confinement {
+        read_roots: vec![allowed.clone()],
+        write_roots: vec![dir.path().join("jobs")],
+    });
+    let manager = JobManager::new(
+        config,
+        Arc::new(InProcessFleet {
+            time_limit: Duration::from_secs(60),
+        }),
+    );
+    let app = http::router(manager, BearerTokens::default());
+    let job = |source: &str, output: &str| {
+        digits_job(0.95, 1)
+            .replace(
+                "source = \"builtin:digits\"",
+                &format!("source = \"{source}\""),
+            )
+            .replace(
+                "name = \"digits\"",
+                &format!("name = \"digits\"\noutput = \"{output}\""),
+            )
+    };
+    let inside_out = dir.path().join("jobs/out").display().to_string();
+    let mut cases = vec![
+        ("/etc/passwd".to_string(), inside_out.clone(), "data.source"),
+        (
+            format!("{}/../../etc/passwd", allowed.display()),
+            inside_out.clone(),
+            "data.source",
+        ),
+        (
+            allowed.join("ok.csv").display().to_string(),
+            outside.path().join("model").display().to_string(),
+            "output",
+        ),
+    ];
+    #[cfg(unix)]
+    cases.push((
+        allowed.join("link/x.csv").display().to_string(),
+        inside_out.clone(),
+        "data.source",
+    ));
+    for (source, output, key) in cases {
+        let (status, body) = call(app.clone(), post(job(&source, &output))).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{source} -> {output}: {body}"
+        );
+        assert!(error_of(&body).contains(key), "{body}");
+    }
+    // Inside the allowed folders the job is accepted.
+    let (status, body) = call(
+        app,
+        post(job(
+            &allowed.join("ok.csv").display().to_string(),
+            &inside_out,
+        )),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
 }

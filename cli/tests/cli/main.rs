@@ -6,4 +6,5 @@ mod data;
 mod models;
 mod plan;
 mod serve;
+mod train;
 mod up;

@@ -440,3 +440,24 @@ fn a_cancel_and_a_sigterm_reach_workers_waiting_at_the_barrier() {
     let model = dir.path().join("work/models").join(&id);
     assert!(model.join("model.safetensors").is_file() && model.join("metrics.json").is_file());
 }
+
+#[test]
+fn a_restarted_control_plane_never_reuses_a_job_id_and_its_new_job_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let job_file = job(dir.path(), "again", &[]);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (mut up, base) = start_up(dir.path(), "", &[]);
+        let id = submitted_id(&submit(&base, &job_file));
+        let ended = wait_job(&base, &id, |v| {
+            v["metrics"].is_object() || v["error"].is_string()
+        });
+        assert_eq!(ended["state"], "succeeded", "{ended}");
+        assert!(ended["metrics"]["steps"].as_u64().unwrap() > 0, "{ended}");
+        ids.push(id);
+        let child = up.0.take().unwrap();
+        sigterm(&child);
+        assert!(wait_bounded(child).status.success());
+    }
+    assert_ne!(ids[0], ids[1], "the same work folder gave two jobs one id");
+}

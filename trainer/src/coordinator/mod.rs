@@ -139,12 +139,14 @@ impl<'a> Coordinator<'a> {
         };
         say(&mut st, "preparing the data");
         let (spec, seed, source) = (job.data.clone(), job.seed, job.model.clone());
+        let loss = job.training.loss;
         let (data, model) = blocking::run("preparing the data and the model", move || {
-            let data = dataset::prepare(&spec, seed)?;
             let model = match &source {
                 ModelSource::Arch(config) => Model::with_seed(config, &Device::Cpu, seed)?,
                 ModelSource::Folder(dir) => Model::load(dir, &Device::Cpu)?,
             };
+            dataset::check_loss_fits(loss, model.config()).map_err(TrainerError::Data)?;
+            let data = dataset::prepare(&spec, seed, Some((loss, model.config())))?;
             let data = data.shaped_for(model.config())?;
             Ok((data, model))
         })

@@ -392,10 +392,13 @@ impl JobSpec {
                 ),
             );
         }
-        if let ModelSource::Arch(config) = &self.model
-            && let Err(e) = config.validate()
-        {
-            return bad("model", e.to_string());
+        if let ModelSource::Arch(config) = &self.model {
+            if let Err(e) = config.validate() {
+                return bad("model", e.to_string());
+            }
+            if let Err(e) = crate::dataset::check_loss_fits(self.training.loss, config) {
+                return bad("training.loss", e);
+            }
         }
         if self.data.source.trim().is_empty() {
             return bad("data.source", "must name a dataset".into());
@@ -417,6 +420,13 @@ impl JobSpec {
         }
         if let Err(e) = self.training.optimizer.validate() {
             return bad("training.optimizer", e.to_string());
+        }
+        let lr = self.training.optimizer.learning_rate();
+        if !(lr.is_finite() && lr > 0.0) {
+            return bad(
+                "training.optimizer.lr",
+                format!("must be a finite number above 0, got {lr}"),
+            );
         }
         if self.training.steps_per_invocation == 0 {
             return bad("training.steps_per_invocation", "must be at least 1".into());

@@ -55,7 +55,43 @@ fn unknown_keys_are_refused_with_file_and_key() {
 
 #[test]
 fn bad_values_name_their_key() {
-    let cases: [(&str, &str, &str); 9] = [
+    let lr = "optimizer = { kind = \"sgd\", lr = 0.1 }";
+    let cases: [(&str, &str, &str); 16] = [
+        (
+            lr,
+            "optimizer = { kind = \"sgd\", lr = nan }",
+            "training.optimizer",
+        ),
+        (
+            lr,
+            "optimizer = { kind = \"sgd\", lr = inf }",
+            "training.optimizer",
+        ),
+        (
+            lr,
+            "optimizer = { kind = \"sgd\", lr = 0.0 }",
+            "training.optimizer",
+        ),
+        (
+            lr,
+            "optimizer = { kind = \"sgd\", lr = -1.0 }",
+            "training.optimizer",
+        ),
+        (
+            lr,
+            "optimizer = { kind = \"sgd\", lr = 0.1, momentum = 1.5 }",
+            "momentum",
+        ),
+        (
+            "count = 2",
+            "count = 2\ntimeout_secs = 0",
+            "workers.timeout_secs",
+        ),
+        (
+            "loss = \"cross_entropy\"",
+            "loss = \"binary_logistic\"",
+            "training.loss",
+        ),
         ("count = 2", "count = 0", "workers.count"),
         (
             "count = 2",
