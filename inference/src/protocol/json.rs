@@ -195,97 +195,150 @@ impl JsonColumn {
         name: &str,
         datatype: DataType,
     ) -> Result<TensorData, ProtocolError> {
-        let wrong_kind = |kind: &str| {
-            ProtocolError::bad(format!(
-                "tensor '{name}' is {datatype} but its data holds {kind}"
-            ))
+        let mut out = TensorData::with_capacity(datatype, self.len());
+        let pushed = match self {
+            JsonColumn::Empty => Ok(()),
+            JsonColumn::Bool(v) => v.into_iter().try_for_each(|b| push_bool(name, &mut out, b)),
+            JsonColumn::Number(v) => v
+                .into_iter()
+                .try_for_each(|n| push_number(name, &mut out, n)),
+            JsonColumn::String(v) => v
+                .into_iter()
+                .try_for_each(|s| push_string(name, &mut out, s)),
         };
-        let nums = match self {
-            JsonColumn::Empty => return Ok(TensorData::with_capacity(datatype, 0)),
-            JsonColumn::Bool(v) if datatype == DataType::Bool => return Ok(TensorData::Bool(v)),
-            JsonColumn::String(v) if datatype == DataType::Bytes => {
-                return Ok(TensorData::Bytes(v.into_iter().map(Bytes::from).collect()));
-            }
-            JsonColumn::Number(v) if datatype.is_integer() || datatype.is_float() => v,
-            other => return Err(wrong_kind(other.kind())),
-        };
-        Ok(match datatype {
-            DataType::Int8 => TensorData::I8(ints(name, datatype, &nums)?),
-            DataType::Int16 => TensorData::I16(ints(name, datatype, &nums)?),
-            DataType::Int32 => TensorData::I32(ints(name, datatype, &nums)?),
-            DataType::Int64 => TensorData::I64(ints(name, datatype, &nums)?),
-            DataType::Uint8 => TensorData::U8(ints(name, datatype, &nums)?),
-            DataType::Uint16 => TensorData::U16(ints(name, datatype, &nums)?),
-            DataType::Uint32 => TensorData::U32(ints(name, datatype, &nums)?),
-            DataType::Uint64 => TensorData::U64(ints(name, datatype, &nums)?),
-            DataType::Fp16 => TensorData::F16(floats(name, datatype, &nums, f16::from_f64, |x| {
-                x.is_infinite()
-            })?),
-            DataType::Bf16 => {
-                TensorData::Bf16(floats(name, datatype, &nums, bf16::from_f64, |x| {
-                    x.is_infinite()
-                })?)
-            }
-            DataType::Fp32 => TensorData::F32(floats(
-                name,
-                datatype,
-                &nums,
-                |x| x as f32,
-                |x| x.is_infinite(),
-            )?),
-            DataType::Fp64 => TensorData::F64(nums.iter().map(|n| n.as_f64()).collect()),
-            DataType::Bool | DataType::Bytes => {
-                unreachable!("the kind match above sent numbers only to numeric types")
-            }
-        })
+        pushed.map_err(ProtocolError::BadRequest)?;
+        Ok(out)
     }
 }
 
-fn ints<T: TryFrom<i64> + TryFrom<u64>>(
-    name: &str,
-    datatype: DataType,
-    nums: &[JsonNumber],
-) -> Result<Vec<T>, ProtocolError> {
-    nums.iter()
-        .enumerate()
-        .map(|(i, &n)| {
-            let v = match n {
-                JsonNumber::Int(v) => T::try_from(v).ok(),
-                JsonNumber::Uint(v) => T::try_from(v).ok(),
-                JsonNumber::Float(_) => {
-                    return Err(ProtocolError::bad(format!(
-                        "tensor '{name}' element {i}: {n} is not an integer, as {datatype} needs"
-                    )));
-                }
-            };
-            v.ok_or_else(|| {
-                ProtocolError::bad(format!(
-                    "tensor '{name}' element {i}: {n} is out of range for {datatype}"
-                ))
-            })
-        })
-        .collect()
+fn wrong_kind(name: &str, data: &TensorData, kind: &str) -> String {
+    format!(
+        "tensor '{name}' is {} but its data holds {kind}",
+        data.datatype()
+    )
 }
 
-fn floats<T>(
-    name: &str,
-    datatype: DataType,
-    nums: &[JsonNumber],
-    convert: impl Fn(f64) -> T,
-    is_infinite: impl Fn(&T) -> bool,
-) -> Result<Vec<T>, ProtocolError> {
-    nums.iter()
-        .enumerate()
-        .map(|(i, &n)| {
-            let v = convert(n.as_f64());
-            if is_infinite(&v) {
-                return Err(ProtocolError::bad(format!(
-                    "tensor '{name}' element {i}: {n} is out of range for {datatype}"
-                )));
+/// Appends one JSON boolean to `data` (of the tensor `name`), if it is `BOOL`.
+fn push_bool(name: &str, data: &mut TensorData, b: bool) -> Result<(), String> {
+    match data {
+        TensorData::Bool(v) => {
+            v.push(b);
+            Ok(())
+        }
+        other => Err(wrong_kind(name, other, "booleans")),
+    }
+}
+
+/// Appends one JSON string to `data`, if it is `BYTES`.
+fn push_string(name: &str, data: &mut TensorData, s: String) -> Result<(), String> {
+    match data {
+        TensorData::Bytes(v) => {
+            v.push(Bytes::from(s));
+            Ok(())
+        }
+        other => Err(wrong_kind(name, other, "strings")),
+    }
+}
+
+/// Appends one JSON number to `data`: an integer type takes integers in its range (`1.0` is
+/// not one), a float type any number that stays finite in it.
+fn push_number(name: &str, data: &mut TensorData, n: JsonNumber) -> Result<(), String> {
+    let (i, datatype) = (data.len(), data.datatype());
+    let out_of_range =
+        || format!("tensor '{name}' element {i}: {n} is out of range for {datatype}");
+    macro_rules! int {
+        ($v:expr) => {{
+            let x = match n {
+                JsonNumber::Int(x) => x.try_into().ok(),
+                JsonNumber::Uint(x) => x.try_into().ok(),
+                JsonNumber::Float(_) => {
+                    return Err(format!(
+                        "tensor '{name}' element {i}: {n} is not an integer, as {datatype} needs"
+                    ));
+                }
+            };
+            $v.push(x.ok_or_else(out_of_range)?);
+            Ok(())
+        }};
+    }
+    macro_rules! float {
+        ($v:expr, $convert:expr) => {{
+            let x = $convert(n.as_f64());
+            if x.is_infinite() {
+                return Err(out_of_range());
             }
-            Ok(v)
-        })
-        .collect()
+            $v.push(x);
+            Ok(())
+        }};
+    }
+    match data {
+        TensorData::I8(v) => int!(v),
+        TensorData::I16(v) => int!(v),
+        TensorData::I32(v) => int!(v),
+        TensorData::I64(v) => int!(v),
+        TensorData::U8(v) => int!(v),
+        TensorData::U16(v) => int!(v),
+        TensorData::U32(v) => int!(v),
+        TensorData::U64(v) => int!(v),
+        TensorData::F16(v) => float!(v, f16::from_f64),
+        TensorData::Bf16(v) => float!(v, bf16::from_f64),
+        TensorData::F32(v) => float!(v, |x: f64| x as f32),
+        TensorData::F64(v) => float!(v, |x: f64| x),
+        other @ (TensorData::Bool(_) | TensorData::Bytes(_)) => {
+            Err(wrong_kind(name, other, "numbers"))
+        }
+    }
+}
+
+/// Parses `data` straight into `TensorData` of a known datatype (the usual case: clients write
+/// `datatype` before `data`), flattening nested arrays as [`Flatten`] does.
+struct Typed<'a> {
+    name: &'a str,
+    data: &'a mut TensorData,
+}
+
+impl<'de> DeserializeSeed<'de> for Typed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Typed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tensor data: numbers, strings or booleans, in arrays nested to any depth")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        push_bool(self.name, self.data, v).map_err(E::custom)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        push_number(self.name, self.data, JsonNumber::Int(v)).map_err(E::custom)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        let n = i64::try_from(v).map_or(JsonNumber::Uint(v), JsonNumber::Int);
+        push_number(self.name, self.data, n).map_err(E::custom)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        push_number(self.name, self.data, JsonNumber::Float(v)).map_err(E::custom)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        push_string(self.name, self.data, v.to_owned()).map_err(E::custom)
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<(), E> {
+        push_string(self.name, self.data, v).map_err(E::custom)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let (name, data) = (self.name, self.data);
+        while seq
+            .next_element_seed(Typed {
+                name,
+                data: &mut *data,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
 }
 
 /// Flattens nested arrays into one [`JsonColumn`]; serde_json's recursion limit bounds the
@@ -382,16 +435,103 @@ pub fn bytes_are_utf8(data: &TensorData) -> Option<usize> {
     }
 }
 
-/// A tensor as it appears in JSON: a request input or a response output.
-#[derive(Debug, Deserialize)]
+/// The `data` of a tensor as parsed: typed when its `datatype` came first, else a column to
+/// be typed once the datatype is known.
+#[derive(Debug)]
+pub(crate) enum WireData {
+    Typed(TensorData),
+    Column(JsonColumn),
+}
+
+impl WireData {
+    pub fn len(&self) -> usize {
+        match self {
+            WireData::Typed(d) => d.len(),
+            WireData::Column(c) => c.len(),
+        }
+    }
+}
+
+/// A tensor as it appears in JSON: a request input or a response output. Unknown fields are
+/// ignored; each known one may appear once.
+#[derive(Debug)]
 pub(crate) struct WireTensor {
     pub name: String,
     pub shape: Vec<u64>,
     pub datatype: DataType,
-    #[serde(default)]
     pub parameters: Parameters,
-    #[serde(default)]
-    pub data: Option<JsonColumn>,
+    pub data: Option<WireData>,
+}
+
+impl<'de> Deserialize<'de> for WireTensor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = WireTensor;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a tensor object with name, shape, datatype and data")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<WireTensor, A::Error> {
+                let mut name: Option<String> = None;
+                let mut shape: Option<Vec<u64>> = None;
+                let mut datatype: Option<DataType> = None;
+                let mut parameters: Option<Parameters> = None;
+                let mut data: Option<WireData> = None;
+                fn once<T, E: de::Error>(slot: &Option<T>, field: &'static str) -> Result<(), E> {
+                    match slot {
+                        Some(_) => Err(E::duplicate_field(field)),
+                        None => Ok(()),
+                    }
+                }
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "name" => {
+                            once(&name, "name")?;
+                            name = Some(map.next_value()?);
+                        }
+                        "shape" => {
+                            once(&shape, "shape")?;
+                            shape = Some(map.next_value()?);
+                        }
+                        "datatype" => {
+                            once(&datatype, "datatype")?;
+                            datatype = Some(map.next_value()?);
+                        }
+                        "parameters" => {
+                            once(&parameters, "parameters")?;
+                            parameters = Some(map.next_value()?);
+                        }
+                        "data" => {
+                            once(&data, "data")?;
+                            data = Some(match datatype {
+                                Some(t) => {
+                                    let mut typed = TensorData::with_capacity(t, 0);
+                                    let name = name.as_deref().unwrap_or("(unnamed)");
+                                    map.next_value_seed(Typed {
+                                        name,
+                                        data: &mut typed,
+                                    })?;
+                                    WireData::Typed(typed)
+                                }
+                                None => WireData::Column(map.next_value()?),
+                            });
+                        }
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(WireTensor {
+                    name: name.ok_or_else(|| de::Error::missing_field("name"))?,
+                    shape: shape.ok_or_else(|| de::Error::missing_field("shape"))?,
+                    datatype: datatype.ok_or_else(|| de::Error::missing_field("datatype"))?,
+                    parameters: parameters.unwrap_or_default(),
+                    data,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// A requested output as it appears in JSON.

@@ -28,8 +28,8 @@ use super::api::InferError;
 use super::binary;
 use super::error::ProtocolError;
 use super::json::{
-    JsonData, WireRequest, WireRequestOut, WireRequestedOutputOut, WireResponse, WireResponseOut,
-    WireTensor, WireTensorOut, bytes_are_utf8,
+    JsonData, WireData, WireRequest, WireRequestOut, WireRequestedOutputOut, WireResponse,
+    WireResponseOut, WireTensor, WireTensorOut, bytes_are_utf8,
 };
 use super::limits::Limits;
 use super::request::{
@@ -152,15 +152,18 @@ fn tensor_from_wire(
             *at += size;
             binary::decode(&name, wire.datatype, count, &raw, limits)?
         }
-        (None, Some(column)) => {
-            if column.len() != count {
+        (None, Some(data)) => {
+            if data.len() != count {
                 return Err(ProtocolError::bad(format!(
                     "tensor '{name}': shape {:?} needs {count} elements but its data has {}",
                     wire.shape,
-                    column.len()
+                    data.len()
                 )));
             }
-            column.into_tensor_data(&name, wire.datatype)?
+            match data {
+                WireData::Typed(typed) => typed,
+                WireData::Column(column) => column.into_tensor_data(&name, wire.datatype)?,
+            }
         }
         (None, None) => {
             return Err(ProtocolError::bad(format!(
@@ -476,6 +479,34 @@ mod tests {
             decode_request(&Bytes::from(body), Some(json.len()), &Limits::default()).unwrap_err();
         assert!(
             e.to_string().contains("1 bytes of binary data follow"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn data_before_or_after_datatype_decodes_and_fails_alike() {
+        let typed = r#"{"inputs":[{"name":"x","datatype":"UINT8","shape":[2],"data":[[1],[2]]}]}"#;
+        let column = r#"{"inputs":[{"data":[[1],[2]],"shape":[2],"name":"x","datatype":"UINT8"}]}"#;
+        assert_eq!(decode(typed).unwrap(), decode(column).unwrap());
+        for json in [
+            r#"{"inputs":[{"name":"x","datatype":"UINT8","shape":[2],"data":[1,256]}]}"#,
+            r#"{"inputs":[{"data":[1,256],"name":"x","datatype":"UINT8","shape":[2]}]}"#,
+        ] {
+            let e = decode(json).unwrap_err().to_string();
+            assert!(
+                e.contains("tensor 'x' element 1: 256 is out of range for UINT8"),
+                "{e}"
+            );
+        }
+        let e = decode(
+            r#"{"inputs":[{"name":"x","datatype":"INT8","datatype":"INT8","shape":[],"data":1}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("duplicate field"), "{e}");
+        let e = decode(r#"{"inputs":[{"name":"x","datatype":"BOOL","shape":[1],"data":[1]}]}"#)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("is BOOL but its data holds numbers"),
             "{e}"
         );
     }
