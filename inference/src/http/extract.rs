@@ -87,7 +87,14 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if let Some(len) = declared.filter(|&len| len > limit as u64) {
-        drain(stream).await;
+        // A client waiting for `100 Continue` has sent nothing yet: answer at once. Others
+        // are sending: read what they send so that they get to read the answer.
+        let waits = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if !waits {
+            drain(stream).await;
+        }
         return Err(too_large(len, limit));
     }
     let capacity = declared.map_or(0, |len| len as usize);

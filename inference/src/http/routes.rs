@@ -162,9 +162,6 @@ pub async fn load(
         request.parameters.iter().map(|(k, _)| k.as_str()),
         &[],
     )?;
-    if model.version.is_some() {
-        return Err(InferError::BadRequest("load takes no version".into()).into());
-    }
     backend.load(&model.name).await?;
     Ok(StatusCode::OK.into_response())
 }

@@ -367,6 +367,19 @@ async fn oversized_bodies_are_413_with_or_without_content_length() {
     error_of(&b);
     let (s, _, _) = call(&app, post_bytes("/v2/repository/index", big, None)).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    // A client that waits for `100 Continue` is answered without reading its (never sent) body.
+    let r = Request::post("/v2/models/add_one/infer")
+        .header(header::CONTENT_LENGTH, 1 << 30)
+        .header(header::EXPECT, "100-continue")
+        .body(Body::from_stream(futures::stream::pending::<
+            Result<Vec<u8>, std::io::Error>,
+        >()))
+        .unwrap();
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(30), call(&app, r)).await;
+    assert_eq!(
+        answered.expect("answered without waiting for the body").0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
 }
 
 #[tokio::test]

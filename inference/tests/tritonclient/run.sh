@@ -49,5 +49,5 @@ if ! "$venv/bin/python" -c "import tritonclient.http, tritonclient.grpc" >/dev/n
     fi
 fi
 
-"$venv/bin/python" -c "import tritonclient; print('tritonclient', getattr(tritonclient, '__version__', '?'))" || true
+"$venv/bin/python" -c "import importlib.metadata as m; print('tritonclient', m.version('tritonclient'))" || true
 exec "$venv/bin/python" "$here/check.py" --http "$http" --grpc "$grpc" "$@"
