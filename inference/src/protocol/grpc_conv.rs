@@ -2,7 +2,7 @@
 //! types.
 //!
 //! Input data comes either in `raw_input_contents` (one entry per input, in input order, in the
-//! [`binary`](super::binary) form) or in each input's typed `contents`, never both, as Triton
+//! [`binary`] form) or in each input's typed `contents`, never both, as Triton
 //! requires: raw contents for all inputs or for none. Typed contents use the field of the
 //! input's datatype (`int_contents` for INT8/INT16/INT32, `uint_contents` for UINT8..UINT32, ...);
 //! FP16 and BF16 have none and must be raw. Responses always use `raw_output_contents`, which is

@@ -7,7 +7,7 @@
 //! | [`datatype`], [`tensor`], [`request`], [`metadata`] | the types: `DataType`, `Tensor`, `InferRequest`/`InferResponse`, `ModelMetadata`, ... |
 //! | [`json`], [`rest`], [`binary`] | REST bodies: JSON (nested or flat data) and the binary tensor data extension |
 //! | [`grpc_conv`] | `ModelInferRequest`/`ModelInferResponse` and friends |
-//! | [`validate`], [`coerce`] | checking and converting a request for its model; name checks |
+//! | [`validate`], [`mod@coerce`] | checking and converting a request for its model; name checks |
 //! | [`limits`] | size bounds, checked before allocating |
 //! | [`error`], [`api`] | `ProtocolError`; `InferBackend` and `InferError`, the seam to the core |
 //!
