@@ -3,7 +3,7 @@
 //!
 //! - [`protocol`]: the Open Inference Protocol V2 types, their JSON, binary-extension and gRPC
 //!   codecs, and validation against a model's metadata;
-//! - [`http`], [`grpc`]: thin REST (axum) and gRPC (tonic) adapters over one [`http::Backend`]-style
+//! - [`http`], [`grpc`]: thin REST (axum) and gRPC (tonic) adapters over one [`protocol::InferBackend`]
 //!   core trait;
 //! - `loadgen` (feature `bench`): the open-loop load generator of `cumulus bench serve`.
 
