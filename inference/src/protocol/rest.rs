@@ -27,16 +27,17 @@ use bytes::Bytes;
 use super::api::InferError;
 use super::binary;
 use super::error::ProtocolError;
-use super::json::{
-    JsonData, WireData, WireRequest, WireRequestOut, WireRequestedOutputOut, WireResponse,
-    WireResponseOut, WireTensor, WireTensorOut, bytes_are_utf8,
-};
+use super::json::{JsonData, bytes_are_utf8};
 use super::limits::Limits;
 use super::request::{
     BINARY_DATA, BINARY_DATA_OUTPUT, BINARY_DATA_SIZE, InferRequest, InferResponse,
     OutputSelection, RequestedOutput,
 };
 use super::tensor::{ParameterValue, Parameters, Tensor};
+use super::wire::{
+    WireData, WireRequest, WireRequestOut, WireRequestedOutputOut, WireResponse, WireResponseOut,
+    WireTensor, WireTensorOut,
+};
 
 /// The header that gives the length of the JSON part of a body with binary data.
 pub const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
