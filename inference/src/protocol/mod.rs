@@ -45,6 +45,7 @@ pub mod request;
 pub mod rest;
 pub mod tensor;
 pub mod validate;
+mod wire;
 
 pub use api::{BoxFuture, InferBackend, InferError};
 pub use coerce::coerce;

@@ -27,16 +27,17 @@ use bytes::Bytes;
 use super::api::InferError;
 use super::binary;
 use super::error::ProtocolError;
-use super::json::{
-    JsonData, WireData, WireRequest, WireRequestOut, WireRequestedOutputOut, WireResponse,
-    WireResponseOut, WireTensor, WireTensorOut, bytes_are_utf8,
-};
+use super::json::{JsonData, bytes_are_utf8};
 use super::limits::Limits;
 use super::request::{
     BINARY_DATA, BINARY_DATA_OUTPUT, BINARY_DATA_SIZE, InferRequest, InferResponse,
     OutputSelection, RequestedOutput,
 };
-use super::tensor::{ParameterValue, Parameters, Tensor};
+use super::tensor::{ParameterValue, Parameters, Tensor, TensorData};
+use super::wire::{
+    WireData, WireRequest, WireRequestOut, WireRequestedOutputOut, WireResponse, WireResponseOut,
+    WireTensor, WireTensorOut,
+};
 
 /// The header that gives the length of the JSON part of a body with binary data.
 pub const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
@@ -160,10 +161,16 @@ fn tensor_from_wire(
                     data.len()
                 )));
             }
-            match data {
+            let data = match data {
                 WireData::Typed(typed) => typed,
                 WireData::Column(column) => column.into_tensor_data(&name, wire.datatype)?,
+            };
+            if let TensorData::Bytes(elements) = &data {
+                for (i, e) in elements.iter().enumerate() {
+                    limits.check_bytes_element(&name, i, e.len())?;
+                }
             }
+            data
         }
         (None, None) => {
             return Err(ProtocolError::bad(format!(
@@ -479,6 +486,27 @@ mod tests {
             decode_request(&Bytes::from(body), Some(json.len()), &Limits::default()).unwrap_err();
         assert!(
             e.to_string().contains("1 bytes of binary data follow"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn counts_and_string_lengths_are_bounded() {
+        let limits = Limits {
+            max_inputs: 2,
+            max_bytes_element_len: 3,
+            ..Limits::default()
+        };
+        let input = |n: usize| {
+            format!(r#"{{"name":"i{n}","shape":[1],"datatype":"BYTES","data":["abc"]}}"#)
+        };
+        let three = format!(r#"{{"inputs":[{},{},{}]}}"#, input(0), input(1), input(2));
+        let e = decode_request(&Bytes::from(three), None, &limits).unwrap_err();
+        assert!(matches!(e, ProtocolError::TooLarge(_)), "{e}");
+        let long = r#"{"inputs":[{"name":"s","shape":[1],"datatype":"BYTES","data":["abcd"]}]}"#;
+        let e = decode_request(&Bytes::from_static(long.as_bytes()), None, &limits).unwrap_err();
+        assert!(
+            matches!(e, ProtocolError::TooLarge(_)) && e.to_string().contains("element 0"),
             "{e}"
         );
     }
