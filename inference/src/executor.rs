@@ -101,10 +101,29 @@ impl FunctionExecutor {
         layers: (usize, Option<usize>),
         serving: &ModelServing,
     ) -> Result<Self, RuntimeError> {
-        let function = function_name(model);
+        Self::deploy_named(
+            platform,
+            function_name(model),
+            model_dir,
+            layers,
+            serving.memory_mb,
+            serving,
+        )
+    }
+
+    /// [`FunctionExecutor::deploy`] under the name `function` at tier `memory_mb` (a stage of a
+    /// partitioned model).
+    pub fn deploy_named(
+        platform: &Platform,
+        function: String,
+        model_dir: PathBuf,
+        layers: (usize, Option<usize>),
+        memory_mb: u32,
+        serving: &ModelServing,
+    ) -> Result<Self, RuntimeError> {
         let mut spec = platform.config().functions.spec(stage::KIND);
         spec.kind = Some(stage::KIND.to_string());
-        spec.memory_mb = serving.memory_mb;
+        spec.memory_mb = memory_mb;
         spec.min_instances = serving.min_instances;
         spec.max_instances = serving.max_instances;
         // The batcher never has more batches out than instances.
@@ -132,6 +151,98 @@ impl FunctionExecutor {
     }
 }
 
+/// A partitioned model: one function per layer group, a batch's activations passed from each
+/// to the next in binary; batches in flight overlap across the stages (a pipeline).
+pub struct PipelineExecutor {
+    model: String,
+    stages: Vec<FunctionExecutor>,
+}
+
+impl std::fmt::Debug for PipelineExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelineExecutor")
+            .field("model", &self.model)
+            .field("stages", &self.stages.len())
+            .finish()
+    }
+}
+
+impl PipelineExecutor {
+    /// Deploys one function per group of `plan` (each at its group's tier, loading only its
+    /// layers).
+    pub fn deploy(
+        platform: &Platform,
+        model: &str,
+        model_dir: PathBuf,
+        groups: &[(usize, usize, u32)],
+        serving: &ModelServing,
+    ) -> Result<Self, RuntimeError> {
+        let base = function_name(model);
+        let mut stages: Vec<FunctionExecutor> = Vec::with_capacity(groups.len());
+        for (k, &(first, last, memory_mb)) in groups.iter().enumerate() {
+            // `infer-<model>-<hash>` with the stage index; a DNS label stays under 64.
+            let name = format!("{base}-s{k}");
+            match FunctionExecutor::deploy_named(
+                platform,
+                name,
+                model_dir.clone(),
+                (first, Some(last)),
+                memory_mb,
+                serving,
+            ) {
+                Ok(stage) => stages.push(stage),
+                Err(e) => {
+                    for s in &stages {
+                        let p = s.platform.clone();
+                        let f = s.function.clone();
+                        tokio::spawn(async move { p.undeploy(&f).await });
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Self {
+            model: model.to_string(),
+            stages,
+        })
+    }
+}
+
+impl Executor for PipelineExecutor {
+    fn execute(&self, batch: RawTensor) -> ExecFuture<'_> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let (mut x, mut compute, mut cold) = (batch, Duration::ZERO, false);
+            for (k, stage) in self.stages.iter().enumerate() {
+                let done = stage.execute(x).await?;
+                crate::metrics::stage(&self.model, k, done.took);
+                compute += done.compute;
+                cold |= done.cold;
+                x = done.output;
+            }
+            Ok(Executed {
+                output: x,
+                took: started.elapsed(),
+                compute,
+                cold,
+            })
+        })
+    }
+
+    fn parallelism(&self) -> usize {
+        // A batch in each stage at once, times the instances of a stage.
+        self.stages.first().map_or(1, |s| s.parallelism) * self.stages.len().max(1)
+    }
+
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            for s in &self.stages {
+                s.close().await;
+            }
+        })
+    }
+}
+
 impl Executor for FunctionExecutor {
     fn execute(&self, batch: RawTensor) -> ExecFuture<'_> {
         Box::pin(async move {
@@ -141,6 +252,7 @@ impl Executor for FunctionExecutor {
                 last: self.last,
                 dtype: batch.dtype,
                 shape: batch.shape.clone(),
+                profile: None,
             };
             let started = Instant::now();
             let done = self
@@ -230,6 +342,7 @@ impl InProcessExecutor {
                             last: layers.1,
                             dtype: batch.dtype,
                             shape: batch.shape.clone(),
+                            profile: None,
                         };
                         let result = stage::run_stage(&cache, &task, &batch)
                             .map(|(header, output)| Executed {

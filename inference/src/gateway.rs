@@ -18,7 +18,7 @@ use cumulus_models::folder::FolderConfig;
 use cumulus_runtime::{CumulusConfig, Execution, ModelServing, Platform};
 
 use crate::batcher::{self, BatchError, Batcher};
-use crate::executor::{Executor, FunctionExecutor, InProcessExecutor};
+use crate::executor::{Executor, FunctionExecutor, InProcessExecutor, PipelineExecutor};
 use crate::metrics as m;
 use crate::protocol::metadata::{
     EXTENSION_BINARY_TENSOR_DATA, EXTENSION_MODEL_REPOSITORY, ModelState,
@@ -205,6 +205,18 @@ impl Gateway {
         let meta = metadata(name, &folder).map_err(InferError::BadRequest)?;
         let row = profile_row(&folder).map_err(InferError::BadRequest)?;
         let executor = self.executor(name, dir, &serving)?;
+        // One batch first: it must answer what the metadata promises (a plan that stops at an
+        // inner layer, or a folder whose weights do not run, is caught here, not by a client).
+        let checked = match executor.execute(row.clone()).await {
+            Ok(done) => check_output(&meta, &done.output),
+            Err(e) => Err(format!("its first batch failed: {e}")),
+        };
+        if let Err(e) = checked {
+            executor.close().await;
+            return Err(InferError::BadRequest(format!(
+                "failed to load model '{name}': {e}"
+            )));
+        }
         let profile = match batcher::profile(executor.as_ref(), &row, serving.max_batch_size).await
         {
             Ok(p) => p,
@@ -235,6 +247,20 @@ impl Gateway {
         dir: PathBuf,
         serving: &ModelServing,
     ) -> Result<Arc<dyn Executor>, InferError> {
+        if let Some(plan) = &serving.plan {
+            let platform = self.platform.as_ref().ok_or_else(|| {
+                InferError::Internal("no function platform to run models on".into())
+            })?;
+            let groups = read_plan(plan).map_err(|e| {
+                InferError::BadRequest(format!("failed to load model '{name}': {e}"))
+            })?;
+            tracing::info!(model = name, plan = %plan.display(), stages = groups.len(), "serving partitioned");
+            return Ok(Arc::new(
+                PipelineExecutor::deploy(platform, name, dir, &groups, serving).map_err(|e| {
+                    InferError::BadRequest(format!("failed to load model '{name}': {e}"))
+                })?,
+            ));
+        }
         Ok(match serving.execution {
             Execution::Function => {
                 let platform = self.platform.as_ref().ok_or_else(|| {
@@ -340,6 +366,33 @@ impl Gateway {
     }
 }
 
+/// The groups of a plan file (`cumulus partition --json`): `(first, last, memory_mb)`, checked
+/// to cover layers from 0 on, in order, without a gap.
+fn read_plan(path: &std::path::Path) -> Result<Vec<(usize, usize, u32)>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("plan {}: cannot read: {e}", path.display()))?;
+    let plan: cumulus_partitioner::Plan =
+        serde_json::from_str(&text).map_err(|e| format!("plan {}: {e}", path.display()))?;
+    let mut next = 0;
+    let mut groups = Vec::with_capacity(plan.groups.len());
+    for (k, g) in plan.groups.iter().enumerate() {
+        if g.first != next || g.last < g.first {
+            return Err(format!(
+                "plan {}: group {k} covers layers {}..={} where layer {next} comes next",
+                path.display(),
+                g.first,
+                g.last
+            ));
+        }
+        next = g.last + 1;
+        groups.push((g.first, g.last, g.memory_mb));
+    }
+    if groups.is_empty() {
+        return Err(format!("plan {}: no groups", path.display()));
+    }
+    Ok(groups)
+}
+
 fn outcome(r: &Result<InferResponse, InferError>) -> &'static str {
     match r {
         Ok(_) => "ok",
@@ -382,6 +435,28 @@ fn metadata(name: &str, folder: &FolderConfig) -> Result<ModelMetadata, String> 
         inputs,
         outputs: specs(&folder.outputs)?,
     })
+}
+
+/// Whether `output` has the shape the model's metadata promises (the batch dimension aside).
+fn check_output(meta: &ModelMetadata, output: &RawTensor) -> Result<(), String> {
+    let Some(want) = meta.outputs.first() else {
+        return Ok(());
+    };
+    let fits = output.shape.len() == want.shape.len()
+        && output
+            .shape
+            .iter()
+            .zip(&want.shape)
+            .skip(1)
+            .all(|(&got, &w)| w < 0 || got as i64 == w);
+    if fits {
+        Ok(())
+    } else {
+        Err(format!(
+            "it answers shape {:?} where its output '{}' is {:?}",
+            output.shape, want.name, want.shape
+        ))
+    }
 }
 
 /// One row of zeros of the model's input, for profiling.

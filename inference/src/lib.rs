@@ -12,6 +12,7 @@ pub mod executor;
 pub mod gateway;
 pub mod grpc;
 pub mod http;
+pub mod layer_profile;
 #[cfg(feature = "bench")]
 pub mod loadgen;
 pub mod metrics;

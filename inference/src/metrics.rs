@@ -12,12 +12,16 @@ pub const REQUESTS: &str = "cumulus_inference_requests_total";
 pub const QUEUE_DURATION: &str = "cumulus_inference_queue_duration_seconds";
 /// Time a batch took to execute (invocation of its function included).
 pub const EXECUTION_DURATION: &str = "cumulus_inference_execution_duration_seconds";
+/// Time the forward itself took inside the instance (the execution less the invocation).
+pub const COMPUTE_DURATION: &str = "cumulus_inference_compute_duration_seconds";
 /// Rows per batch.
 pub const BATCH_SIZE: &str = "cumulus_inference_batch_size";
 /// Batches that started an instance or loaded the model first.
 pub const COLD_BATCHES: &str = "cumulus_inference_cold_batches_total";
 /// Requests refused at dispatch because they could no longer meet their SLO.
 pub const REFUSED_LATE: &str = "cumulus_inference_refused_late_total";
+/// Time of each stage of a partitioned model, by model and stage index.
+pub const STAGE_DURATION: &str = "cumulus_inference_stage_duration_seconds";
 /// Models loaded and ready.
 pub const MODELS_READY: &str = "cumulus_inference_models_ready";
 
@@ -43,6 +47,11 @@ pub fn describe() {
         Unit::Seconds,
         "Batch execution time, the function's invocation included"
     );
+    metrics::describe_histogram!(
+        COMPUTE_DURATION,
+        Unit::Seconds,
+        "Time of the forward itself inside the function instance"
+    );
     metrics::describe_histogram!(BATCH_SIZE, "Rows per batch");
     metrics::describe_counter!(
         COLD_BATCHES,
@@ -51,6 +60,11 @@ pub fn describe() {
     metrics::describe_counter!(
         REFUSED_LATE,
         "Requests refused at dispatch: they could no longer meet their SLO"
+    );
+    metrics::describe_histogram!(
+        STAGE_DURATION,
+        Unit::Seconds,
+        "Time of each stage of a partitioned model, its invocation included"
     );
     metrics::describe_gauge!(MODELS_READY, "Models loaded and ready");
 }
@@ -65,11 +79,13 @@ pub(crate) fn queued(model: &str, waited: Duration) {
     metrics::histogram!(QUEUE_DURATION, "model" => model.to_owned()).record(waited.as_secs_f64());
 }
 
-pub(crate) fn batch(model: &str, rows: usize, executed: Option<(Duration, bool)>) {
+pub(crate) fn batch(model: &str, rows: usize, executed: Option<(Duration, Duration, bool)>) {
     metrics::histogram!(BATCH_SIZE, "model" => model.to_owned()).record(rows as f64);
-    if let Some((took, cold)) = executed {
+    if let Some((took, compute, cold)) = executed {
         metrics::histogram!(EXECUTION_DURATION, "model" => model.to_owned())
             .record(took.as_secs_f64());
+        metrics::histogram!(COMPUTE_DURATION, "model" => model.to_owned())
+            .record(compute.as_secs_f64());
         if cold {
             metrics::counter!(COLD_BATCHES, "model" => model.to_owned()).increment(1);
         }
@@ -78,6 +94,11 @@ pub(crate) fn batch(model: &str, rows: usize, executed: Option<(Duration, bool)>
 
 pub(crate) fn refused_late(model: &str) {
     metrics::counter!(REFUSED_LATE, "model" => model.to_owned()).increment(1);
+}
+
+pub(crate) fn stage(model: &str, index: usize, took: Duration) {
+    metrics::histogram!(STAGE_DURATION, "model" => model.to_owned(), "stage" => index.to_string())
+        .record(took.as_secs_f64());
 }
 
 pub(crate) fn models_ready(n: usize) {

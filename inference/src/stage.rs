@@ -203,6 +203,10 @@ pub struct StageTask {
     pub last: Option<usize>,
     pub dtype: RawDType,
     pub shape: Vec<usize>,
+    /// Profile instead of serving: run each layer of the range on its own this many times
+    /// (after one warm-up) and answer each layer's mean time (the partitioner's input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<u32>,
 }
 
 impl StageTask {
@@ -214,9 +218,13 @@ impl StageTask {
             last: None,
             dtype: input.dtype,
             shape: input.shape.clone(),
+            profile: None,
         }
     }
 }
+
+/// Most repeats a profile may ask for per layer.
+pub const MAX_PROFILE_REPEATS: u32 = 1000;
 
 /// The answer's header.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -228,6 +236,9 @@ pub struct StageOutput {
     pub compute_us: u64,
     /// Whether this invocation loaded the model first.
     pub loaded: bool,
+    /// With a profile task: each layer's mean time, ms, in range order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layer_ms: Vec<f64>,
 }
 
 fn frame<H: Serialize>(header: &H, data: &[u8]) -> Bytes {
@@ -354,10 +365,35 @@ pub fn run_stage(
         )));
     }
     let xs = input.to_candle().map_err(FunctionError::BadPayload)?;
+    let bad = |e: cumulus_models::ModelError| FunctionError::BadPayload(e.to_string());
     let started = Instant::now();
-    let ys = model
-        .forward_range(task.first, last, &xs, false)
-        .map_err(|e| FunctionError::BadPayload(e.to_string()))?;
+    let mut layer_ms = Vec::new();
+    let ys = match task.profile {
+        None => model
+            .forward_range(task.first, last, &xs, false)
+            .map_err(bad)?,
+        Some(repeats) => {
+            if repeats == 0 || repeats > MAX_PROFILE_REPEATS {
+                return Err(FunctionError::BadPayload(format!(
+                    "profile repeats must be in 1..={MAX_PROFILE_REPEATS}"
+                )));
+            }
+            let mut ys = xs;
+            for layer in task.first..=last {
+                let run = || model.forward_range(layer, layer, &ys, false).map_err(bad);
+                let mut next = run()?;
+                // The mean over back-to-back runs, not the median: an instance's CPU share is
+                // a quota per scheduling period, and only the mean sees the periods it waits.
+                let t = Instant::now();
+                for _ in 0..repeats {
+                    next = run()?;
+                }
+                layer_ms.push(t.elapsed().as_secs_f64() * 1e3 / f64::from(repeats));
+                ys = next;
+            }
+            ys
+        }
+    };
     let output = RawTensor::from_candle(&ys).map_err(FunctionError::Failed)?;
     let compute_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     Ok((
@@ -366,6 +402,7 @@ pub fn run_stage(
             shape: output.shape.clone(),
             compute_us,
             loaded,
+            layer_ms,
         },
         output,
     ))

@@ -64,6 +64,9 @@ pub struct ModelServing {
     pub memory_mb: u32,
     /// An idle instance stops after this long (scale to zero), ms.
     pub idle_ms: u64,
+    /// Serve the model partitioned: a plan file as `cumulus partition --json` prints it, one
+    /// function per group at the group's memory tier (`memory_mb` is then unused).
+    pub plan: Option<std::path::PathBuf>,
 }
 
 impl Default for ModelServing {
@@ -80,6 +83,7 @@ impl Default for ModelServing {
             max_instances: 2,
             memory_mb: 1024,
             idle_ms: 60_000,
+            plan: None,
         }
     }
 }
@@ -197,6 +201,7 @@ pub struct ModelOverride {
     pub max_instances: Option<usize>,
     pub memory_mb: Option<u32>,
     pub idle_ms: Option<u64>,
+    pub plan: Option<std::path::PathBuf>,
 }
 
 impl ModelOverride {
@@ -222,6 +227,7 @@ impl ModelOverride {
         s.max_instances = o.max_instances.unwrap_or(s.max_instances);
         s.memory_mb = o.memory_mb.unwrap_or(s.memory_mb);
         s.idle_ms = o.idle_ms.unwrap_or(s.idle_ms);
+        s.plan = o.plan.or(s.plan);
         s
     }
 }

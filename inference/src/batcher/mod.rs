@@ -348,7 +348,7 @@ async fn run_batch(s: Arc<Shared>, batch: Vec<Pending>, permit: OwnedSemaphorePe
     m::batch(
         &s.model,
         total,
-        result.as_ref().ok().map(|e| (e.took, e.cold)),
+        result.as_ref().ok().map(|e| (e.took, e.compute, e.cold)),
     );
     let mut worst = Duration::ZERO;
     match result.and_then(|done| {
