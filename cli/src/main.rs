@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench_runtime;
+mod bench_serve;
 mod data;
 mod function;
 mod gpu;
@@ -82,6 +83,8 @@ enum BenchCommand {
     ParamStore(param_store::BenchParamStoreArgs),
     /// The partitioner's solve time over a grid of random instances.
     Partition(partition::BenchPartitionArgs),
+    /// An open-loop load against a KServe V2 server, swept to its maximum sustainable rate.
+    Serve(bench_serve::BenchServeArgs),
 }
 
 /// An error that ends the process with a status of its own (an interrupted job: 128 + the
@@ -138,6 +141,7 @@ fn run() -> anyhow::Result<()> {
             BenchCommand::Runtime(args) => bench_runtime::run(args),
             BenchCommand::ParamStore(args) => param_store::bench(args),
             BenchCommand::Partition(args) => partition::bench(args),
+            BenchCommand::Serve(args) => bench_serve::run(args),
         },
         Command::Fn(args) => function::run(args),
         Command::ParamStore(args) => param_store::run(args),
