@@ -46,6 +46,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             config,
             platform: None,
             prometheus: Some(prometheus),
+            gpu: None,
         })
         .await?;
         let mut out = std::io::stdout().lock();

@@ -161,6 +161,12 @@ pub(crate) async fn train(up: &UpHandle, job: JobSpec) -> anyhow::Result<JobView
         m.failed_invocations,
         m.billed_cost_usd
     );
+    if m.gpu_steps > 0 {
+        println!(
+            "{} of {} steps ran forward and backward on the GPU executor",
+            m.gpu_steps, m.steps
+        );
+    }
     if let Some(reason) = &m.stop_reason {
         println!("stopped: {reason}");
     }

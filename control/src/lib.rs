@@ -26,6 +26,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use cumulus_inference::gpu::GpuExecutor;
 use cumulus_inference::server::{ServeConfig, ServeHandle};
 use cumulus_param_store::{ShardConfig, ShardHandle};
 use cumulus_runtime::{CancellationToken, CumulusConfig, Platform};
@@ -52,6 +53,8 @@ pub enum ControlError {
     Config(String),
     #[error("inference gateway: {0}")]
     Serve(#[from] cumulus_inference::server::ServeError),
+    #[error("{0}")]
+    Gpu(String),
     #[error("model repository {path}: {source}")]
     Models {
         path: PathBuf,
@@ -137,6 +140,7 @@ pub struct UpHandle {
     shard: Option<ShardHandle>,
     server: Option<(CancellationToken, JoinHandle<std::io::Result<()>>)>,
     gateway: Option<ServeHandle>,
+    gpu: Option<GpuExecutor>,
 }
 
 /// Starts the control plane.
@@ -174,6 +178,16 @@ pub async fn run(up: UpConfig) -> Result<UpHandle, ControlError> {
             return Err(e.into());
         }
     };
+    let gpu = match GpuExecutor::start(&up.config.gpu, &up.work_dir).await {
+        Ok(g) => g,
+        Err(e) => {
+            if let Some(shard) = shard {
+                let _ = shard.stop().await;
+            }
+            platform.shutdown().await;
+            return Err(ControlError::Gpu(e));
+        }
+    };
     let fleet = PlatformFleet::new(platform.clone());
     let models = match &up.serve {
         Some(s) => {
@@ -193,6 +207,7 @@ pub async fn run(up: UpConfig) -> Result<UpHandle, ControlError> {
     manager_config.max_running = up.max_running_jobs;
     manager_config.max_active = up.max_jobs;
     manager_config.models = models.clone();
+    manager_config.gpu = gpu.as_ref().map(|g| g.socket.clone());
     // Jobs that come over the network read and write only where the operator allows.
     if up.http.is_some() {
         let storage = &up.config.storage;
@@ -223,6 +238,7 @@ pub async fn run(up: UpConfig) -> Result<UpHandle, ControlError> {
         shard,
         server: None,
         gateway: None,
+        gpu,
     };
     if let (Some(s), Some(dir)) = (&up.serve, models) {
         let started = cumulus_inference::server::run(ServeConfig {
@@ -232,6 +248,7 @@ pub async fn run(up: UpConfig) -> Result<UpHandle, ControlError> {
             config: up.config.clone(),
             platform: Some(platform),
             prometheus: up.prometheus.clone(),
+            gpu: handle.gpu.as_ref().map(|g| g.socket.clone()),
         })
         .await;
         match started {
@@ -311,6 +328,9 @@ impl UpHandle {
             }
         }
         self.fleet.platform().shutdown().await;
+        if let Some(gpu) = self.gpu.take() {
+            gpu.stop().await;
+        }
         if let Some(shard) = self.shard.take()
             && let Err(e) = shard.stop().await
         {

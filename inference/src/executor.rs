@@ -89,6 +89,8 @@ pub struct FunctionExecutor {
     first: usize,
     last: Option<usize>,
     parallelism: usize,
+    /// The node's GPU executor, when the stage runs its layers there.
+    gpu: Option<PathBuf>,
 }
 
 impl FunctionExecutor {
@@ -100,6 +102,7 @@ impl FunctionExecutor {
         model_dir: PathBuf,
         layers: (usize, Option<usize>),
         serving: &ModelServing,
+        gpu: Option<PathBuf>,
     ) -> Result<Self, RuntimeError> {
         Self::deploy_named(
             platform,
@@ -108,6 +111,7 @@ impl FunctionExecutor {
             layers,
             serving.memory_mb,
             serving,
+            gpu,
         )
     }
 
@@ -120,6 +124,7 @@ impl FunctionExecutor {
         layers: (usize, Option<usize>),
         memory_mb: u32,
         serving: &ModelServing,
+        gpu: Option<PathBuf>,
     ) -> Result<Self, RuntimeError> {
         let mut spec = platform.config().functions.spec(stage::KIND);
         spec.kind = Some(stage::KIND.to_string());
@@ -142,6 +147,7 @@ impl FunctionExecutor {
             first: layers.0,
             last: layers.1,
             parallelism: serving.max_instances,
+            gpu,
         })
     }
 
@@ -176,6 +182,7 @@ impl PipelineExecutor {
         model_dir: PathBuf,
         groups: &[(usize, usize, u32)],
         serving: &ModelServing,
+        gpu: Option<PathBuf>,
     ) -> Result<Self, RuntimeError> {
         let base = function_name(model);
         let mut stages: Vec<FunctionExecutor> = Vec::with_capacity(groups.len());
@@ -189,6 +196,7 @@ impl PipelineExecutor {
                 (first, Some(last)),
                 memory_mb,
                 serving,
+                gpu.clone(),
             ) {
                 Ok(stage) => stages.push(stage),
                 Err(e) => {
@@ -253,6 +261,7 @@ impl Executor for FunctionExecutor {
                 dtype: batch.dtype,
                 shape: batch.shape.clone(),
                 profile: None,
+                gpu: self.gpu.clone(),
             };
             let started = Instant::now();
             let done = self
@@ -343,6 +352,7 @@ impl InProcessExecutor {
                             dtype: batch.dtype,
                             shape: batch.shape.clone(),
                             profile: None,
+                            gpu: None,
                         };
                         let result = stage::run_stage(&cache, &task, &batch)
                             .map(|(header, output)| Executed {

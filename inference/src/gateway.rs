@@ -58,6 +58,8 @@ pub struct Gateway {
     /// Loads and unloads run one at a time.
     changing: tokio::sync::Mutex<()>,
     draining: AtomicBool,
+    /// The node's GPU executor, where the models' functions run their layers.
+    gpu: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -98,6 +100,7 @@ impl Gateway {
         repo: Repository,
         config: CumulusConfig,
         platform: Option<Platform>,
+        gpu: Option<PathBuf>,
     ) -> Arc<Self> {
         let gateway = Arc::new(Self {
             limits: limits_of(&config),
@@ -107,6 +110,7 @@ impl Gateway {
             models: RwLock::new(BTreeMap::new()),
             changing: tokio::sync::Mutex::new(()),
             draining: AtomicBool::new(false),
+            gpu,
         });
         for found in gateway.repo.scan() {
             match found.config {
@@ -256,7 +260,8 @@ impl Gateway {
             })?;
             tracing::info!(model = name, plan = %plan.display(), stages = groups.len(), "serving partitioned");
             return Ok(Arc::new(
-                PipelineExecutor::deploy(platform, name, dir, &groups, serving).map_err(|e| {
+                PipelineExecutor::deploy(platform, name, dir, &groups, serving, self.gpu.clone())
+                    .map_err(|e| {
                     InferError::BadRequest(format!("failed to load model '{name}': {e}"))
                 })?,
             ));
@@ -267,9 +272,17 @@ impl Gateway {
                     InferError::Internal("no function platform to run models on".into())
                 })?;
                 Arc::new(
-                    FunctionExecutor::deploy(platform, name, dir, (0, None), serving).map_err(
-                        |e| InferError::BadRequest(format!("failed to load model '{name}': {e}")),
-                    )?,
+                    FunctionExecutor::deploy(
+                        platform,
+                        name,
+                        dir,
+                        (0, None),
+                        serving,
+                        self.gpu.clone(),
+                    )
+                    .map_err(|e| {
+                        InferError::BadRequest(format!("failed to load model '{name}': {e}"))
+                    })?,
                 )
             }
             Execution::InProcess => Arc::new(

@@ -10,6 +10,7 @@
 pub mod batcher;
 pub mod executor;
 pub mod gateway;
+pub mod gpu;
 pub mod grpc;
 pub mod http;
 pub mod layer_profile;

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
 use crate::gateway::Gateway;
+use crate::gpu::GpuExecutor;
 use crate::protocol::InferBackend;
 use crate::repository::Repository;
 
@@ -22,6 +23,8 @@ pub enum ServeError {
     Repository(String),
     #[error("function platform: {0}")]
     Platform(#[from] cumulus_runtime::RuntimeError),
+    #[error("{0}")]
+    Gpu(String),
     #[error("binding {what} to {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -45,6 +48,8 @@ pub struct ServeConfig {
     pub platform: Option<Platform>,
     /// The process's Prometheus recorder, rendered at `/metrics`.
     pub prometheus: Option<PrometheusHandle>,
+    /// The node's GPU executor (its socket); `None` starts one when `[gpu]` asks for it.
+    pub gpu: Option<PathBuf>,
 }
 
 /// A serving gateway.
@@ -54,6 +59,7 @@ pub struct ServeHandle {
     pub grpc_addr: SocketAddr,
     pub gateway: Arc<Gateway>,
     owned_platform: Option<Platform>,
+    owned_gpu: Option<GpuExecutor>,
     stop: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -82,7 +88,25 @@ pub async fn run(cfg: ServeConfig) -> Result<ServeHandle, ServeError> {
     let http_addr = local(&http, "the REST endpoint", cfg.http)?;
     let grpc_addr = local(&grpc, "the gRPC endpoint", cfg.grpc)?;
 
-    let gateway = Gateway::start(repo, cfg.config.clone(), Some(platform)).await;
+    let owned_gpu = match &cfg.gpu {
+        Some(_) => None,
+        None => {
+            // The socket goes beside this process's other files unless the config names one.
+            let dir = std::env::temp_dir().join(format!("cumulus-serve-{}", std::process::id()));
+            if cfg.config.gpu.device != cumulus_runtime::GpuDevice::Cpu {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| ServeError::Gpu(format!("{}: {e}", dir.display())))?;
+            }
+            GpuExecutor::start(&cfg.config.gpu, &dir)
+                .await
+                .map_err(ServeError::Gpu)?
+        }
+    };
+    let gpu = cfg
+        .gpu
+        .clone()
+        .or_else(|| owned_gpu.as_ref().map(|g| g.socket.clone()));
+    let gateway = Gateway::start(repo, cfg.config.clone(), Some(platform), gpu).await;
     let backend: Arc<dyn InferBackend> = gateway.clone();
     let stop = CancellationToken::new();
     let app = crate::http::router(backend.clone()).merge(metrics_router(cfg.prometheus));
@@ -116,6 +140,7 @@ pub async fn run(cfg: ServeConfig) -> Result<ServeHandle, ServeError> {
         grpc_addr,
         gateway,
         owned_platform,
+        owned_gpu,
         stop,
         tasks: vec![http_task, grpc_task],
     })
@@ -133,6 +158,9 @@ impl ServeHandle {
         }
         if let Some(p) = self.owned_platform {
             p.shutdown().await;
+        }
+        if let Some(g) = self.owned_gpu {
+            g.stop().await;
         }
         tracing::info!("inference gateway stopped");
     }

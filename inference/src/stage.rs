@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{BufMut, Bytes, BytesMut};
 use candle_core::{DType, Device, Tensor};
 use cumulus_models::Model;
+use cumulus_models::folder::FolderConfig;
 use cumulus_runtime::instance::{FunctionError, FunctionKind, InvokeContext};
 use serde::{Deserialize, Serialize};
 
@@ -207,6 +208,10 @@ pub struct StageTask {
     /// (after one warm-up) and answer each layer's mean time (the partitioner's input).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<u32>,
+    /// Run the layers on the node's GPU executor at this socket (`[gpu] device = "cuda"`);
+    /// layers it does not cover run on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<PathBuf>,
 }
 
 impl StageTask {
@@ -219,6 +224,7 @@ impl StageTask {
             dtype: input.dtype,
             shape: input.shape.clone(),
             profile: None,
+            gpu: None,
         }
     }
 }
@@ -408,15 +414,134 @@ pub fn run_stage(
     ))
 }
 
+/// A model range resident on the GPU executor, by folder and layer range.
+type GpuKey = (PathBuf, usize, Option<usize>);
+
+/// This instance's session with the GPU executor.
+#[derive(Default)]
+struct GpuSession {
+    client: Option<(PathBuf, cumulus_gpu::ExecutorClient)>,
+    models: std::collections::HashMap<GpuKey, cumulus_gpu::ModelHandle>,
+    /// Ranges the executor does not cover (said once in the log), run on the CPU.
+    unsupported: std::collections::HashSet<GpuKey>,
+}
+
+enum GpuOutcome {
+    Done(StageOutput, RawTensor),
+    /// The executor does not cover these layers: run them on the CPU.
+    Unsupported,
+}
+
 /// The `infer-stage` function kind, registered in the `cumulus` binary.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct InferStage {
     cache: Arc<ModelCache>,
+    gpu: Arc<tokio::sync::Mutex<GpuSession>>,
+}
+
+impl std::fmt::Debug for InferStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InferStage").finish_non_exhaustive()
+    }
+}
+
+impl InferStage {
+    /// Runs `task` on the GPU executor at `socket`.
+    async fn on_gpu(
+        &self,
+        socket: &Path,
+        function: &str,
+        task: &StageTask,
+        input: &RawTensor,
+    ) -> Result<GpuOutcome, FunctionError> {
+        let failed = |e: cumulus_gpu::GpuError| FunctionError::Failed(format!("GPU executor: {e}"));
+        let key: GpuKey = (task.model_dir.clone(), task.first, task.last);
+        let (client, handle, loaded) = {
+            let mut gpu = self.gpu.lock().await;
+            if gpu.unsupported.contains(&key) {
+                return Ok(GpuOutcome::Unsupported);
+            }
+            if gpu.client.as_ref().is_none_or(|(s, _)| s != socket) {
+                let at = cumulus_gpu::Listen::Unix(socket.to_path_buf());
+                let client = cumulus_gpu::ExecutorClient::connect(
+                    &at,
+                    cumulus_gpu::TenantOptions::named(function),
+                )
+                .await
+                .map_err(failed)?;
+                gpu.client = Some((socket.to_path_buf(), client));
+                gpu.models.clear();
+            }
+            let client = gpu.client.as_ref().expect("connected just above").1.clone();
+            let (handle, loaded) = match gpu.models.get(&key) {
+                Some(h) => (h.clone(), false),
+                None => {
+                    let folder = FolderConfig::read(&task.model_dir)
+                        .map_err(|e| FunctionError::Failed(e.to_string()))?;
+                    if let Err(e) =
+                        cumulus_gpu::check_supported(&folder.model, task.first, task.last, false)
+                    {
+                        if e.is_unsupported() {
+                            tracing::warn!(model = %task.model_dir.display(), reason = %e, "not on the GPU executor: running on the CPU");
+                            gpu.unsupported.insert(key);
+                            return Ok(GpuOutcome::Unsupported);
+                        }
+                        return Err(failed(e));
+                    }
+                    let range = match task.last {
+                        Some(last) => cumulus_gpu::LayerRange::new(task.first, last),
+                        None => cumulus_gpu::LayerRange {
+                            first: task.first,
+                            last: None,
+                        },
+                    };
+                    let handle = client
+                        .load_model(
+                            cumulus_gpu::ModelSource::Folder(task.model_dir.clone()),
+                            range,
+                        )
+                        .await
+                        .map_err(failed)?;
+                    gpu.models.insert(key, handle.clone());
+                    (handle, true)
+                }
+            };
+            (client, handle, loaded)
+        };
+        let xs = input.to_candle().map_err(FunctionError::BadPayload)?;
+        let host = cumulus_gpu::HostTensor::from_candle(&xs).map_err(failed)?;
+        let started = Instant::now();
+        let ys = client.forward(&handle, &host).await.map_err(|e| match e {
+            e @ (cumulus_gpu::GpuError::InvalidRequest(_)
+            | cumulus_gpu::GpuError::BadInput { .. }) => FunctionError::BadPayload(e.to_string()),
+            other => failed(other),
+        })?;
+        let compute_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let ys = ys.to_candle(&Device::Cpu).map_err(failed)?;
+        let output = RawTensor::from_candle(&ys).map_err(FunctionError::Failed)?;
+        Ok(GpuOutcome::Done(
+            StageOutput {
+                dtype: output.dtype,
+                shape: output.shape.clone(),
+                compute_us,
+                loaded,
+                layer_ms: Vec::new(),
+            },
+            output,
+        ))
+    }
 }
 
 impl FunctionKind for InferStage {
     async fn invoke(&self, ctx: InvokeContext, payload: Bytes) -> Result<Bytes, FunctionError> {
         let (task, input) = decode_task(&payload).map_err(FunctionError::BadPayload)?;
+        if let (Some(socket), None) = (&task.gpu, task.profile) {
+            if let GpuOutcome::Done(header, output) =
+                self.on_gpu(socket, &ctx.function, &task, &input).await?
+            {
+                return Ok(encode_output(&header, &output));
+            }
+        }
         let cache = self.cache.clone();
         let left = ctx.remaining().saturating_sub(Duration::from_millis(5));
         let work = tokio::task::spawn_blocking(move || run_stage(&cache, &task, &input));

@@ -233,7 +233,7 @@ async fn the_repository_skips_bad_folders_and_serves_new_models_without_a_restar
     std::fs::create_dir(dir.path().join("broken")).unwrap();
     std::fs::write(dir.path().join("broken/config.json"), "{").unwrap();
     let repo = Repository::open(dir.path()).unwrap();
-    let gateway = Gateway::start(repo, in_process_config(), None).await;
+    let gateway = Gateway::start(repo, in_process_config(), None, None).await;
 
     let index = gateway.repository_index(false);
     let broken = index.iter().find(|e| e.name == "broken").expect("listed");

@@ -40,6 +40,47 @@ pub struct CumulusConfig {
     pub models: BTreeMap<String, ModelOverride>,
     /// Where jobs submitted over the network may read and write.
     pub storage: StorageConfig,
+    /// Whether functions run their models on the node's shared GPU executor.
+    pub gpu: GpuConfig,
+}
+
+/// Where functions run their models' layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GpuDevice {
+    /// In the function instances, on their CPU share.
+    #[default]
+    Cpu,
+    /// On the GPU executor when a CUDA device is found, else in the instances (the log says
+    /// which and why).
+    Auto,
+    /// On the GPU executor; the control plane refuses to start without a CUDA device.
+    Cuda,
+}
+
+/// The backend of the GPU executor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorBackend {
+    #[default]
+    Cuda,
+    /// The executor's CPU backend: the whole GPU path (sockets, scheduler, shared weights)
+    /// without a GPU — for tests and for machines being set up.
+    Cpu,
+}
+
+/// `[gpu]`: the shared GPU executor of this node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct GpuConfig {
+    /// `cpu` (default), `auto` or `cuda`.
+    pub device: GpuDevice,
+    /// `cuda` (default), or `cpu` to run the executor's CPU backend.
+    pub executor_backend: ExecutorBackend,
+    /// The executor's Unix socket; one in the control plane's work folder when absent.
+    pub socket: Option<PathBuf>,
+    /// CUDA device ordinal.
+    pub ordinal: usize,
 }
 
 /// `[storage]`: the folders a job submitted to the control plane may use. The control plane's

@@ -35,7 +35,8 @@ mod pool;
 pub mod serving;
 
 pub use config::{
-    CumulusConfig, FunctionOverride, FunctionSpec, FunctionsConfig, LimitMode, StorageConfig,
+    CumulusConfig, ExecutorBackend, FunctionOverride, FunctionSpec, FunctionsConfig, GpuConfig,
+    GpuDevice, LimitMode, StorageConfig,
 };
 pub use error::{FunctionFailure, InstanceExit, RuntimeError};
 pub use platform::{Capacity, Invocation, InvokeRequest, Platform, StartKind};

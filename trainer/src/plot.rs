@@ -310,6 +310,7 @@ mod tests {
             invocations_started: 8,
             cold_starts: 4,
             failed_invocations: 0,
+            gpu_steps: 0,
             billed_cost_usd: 0.002,
             wall_secs: 12.0,
             stop_reason: Some("max_epochs".to_string()),

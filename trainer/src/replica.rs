@@ -156,6 +156,61 @@ impl Replica {
         Ok(value)
     }
 
+    /// One step from gradients computed elsewhere (the GPU executor): the optimizer applies
+    /// `grads` (by parameter name) as if a backward pass had produced them, and the applied
+    /// change goes into the accumulators as in [`Replica::train_step`]. Returns the loss.
+    pub fn step_with_gradients(
+        &mut self,
+        loss: f64,
+        grads: &[(String, Tensor)],
+    ) -> Result<f64, TrainerError> {
+        if !loss.is_finite() {
+            return Err(TrainerError::Diverged {
+                step: self.steps,
+                loss,
+            });
+        }
+        let before = self
+            .tracked
+            .iter()
+            .map(|t| flat(&t.var))
+            .collect::<Result<Vec<_>, _>>()?;
+        // d/dw Σ (w · g) = g: backward of this surrogate hands the optimizer exactly `grads`.
+        let mut surrogate: Option<Tensor> = None;
+        for (name, g) in grads {
+            let var = self
+                .model
+                .var(name)
+                .ok_or_else(|| TrainerError::UnknownTensor(name.clone()))?;
+            let term = var.as_tensor().mul(&g.detach())?.sum_all()?;
+            surrogate = Some(match surrogate {
+                Some(s) => (s + term)?,
+                None => term,
+            });
+        }
+        if let Some(s) = surrogate {
+            self.optimizer.step(&s.backward()?)?;
+        }
+        for (t, before) in self.tracked.iter_mut().zip(before) {
+            let mut change = flat(&t.var)?;
+            for (c, b) in change.iter_mut().zip(&before) {
+                *c -= b;
+            }
+            t.acc.add(&change)?;
+        }
+        self.steps += 1;
+        Ok(loss)
+    }
+
+    /// The trainable parameters' current values, by name (what the GPU executor trains).
+    pub fn parameters(&self) -> Vec<(String, Tensor)> {
+        self.model
+            .named_vars(true)
+            .into_iter()
+            .map(|(name, var)| (name, var.as_tensor().clone()))
+            .collect()
+    }
+
     /// The significant entries of every tensor at the current local step, removed from the
     /// accumulators; tensors with nothing significant are left out.
     pub fn take_significant(&mut self) -> Result<(Vec<TensorDelta>, FilterStats), TrainerError> {

@@ -52,6 +52,9 @@ pub struct JobStatus {
     pub invocations_started: u64,
     pub cold_starts: u64,
     pub failures: u64,
+    /// Steps whose forward and backward ran on the GPU executor.
+    #[serde(default)]
+    pub gpu_steps: u64,
     /// Entries the filter examined, and those it sent (the final drains included).
     pub entries_considered: u64,
     pub entries_sent: u64,
@@ -81,6 +84,7 @@ impl JobStatus {
             invocations: 0,
             invocations_started: 0,
             cold_starts: 0,
+            gpu_steps: 0,
             failures: 0,
             entries_considered: 0,
             entries_sent: 0,
@@ -163,6 +167,9 @@ pub struct JobSummary {
     pub invocations_started: u64,
     pub cold_starts: u64,
     pub failed_invocations: u64,
+    /// Steps whose forward and backward ran on the GPU executor.
+    #[serde(default)]
+    pub gpu_steps: u64,
     pub billed_cost_usd: f64,
     pub wall_secs: f64,
     pub stop_reason: Option<String>,
@@ -201,6 +208,7 @@ impl JobSummary {
             invocations_started: st.invocations_started,
             cold_starts: st.cold_starts,
             failed_invocations: st.failures,
+            gpu_steps: st.gpu_steps,
             billed_cost_usd: st.cost_usd,
             wall_secs: st.elapsed_secs,
             stop_reason: st.stop_reason.clone(),

@@ -12,6 +12,7 @@
 //! The optimizer's state (momentum, Adam moments) lives only as long as one invocation; plain SGD,
 //! as MLLess uses, loses nothing by that.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -66,6 +67,82 @@ pub struct WorkerTask {
     /// each step's push (rounded, the rounding error held for later; the final drain is f32).
     #[serde(default)]
     pub half_values: bool,
+    /// The node's GPU executor (its socket): forward and backward run there when it covers
+    /// the model's layers; the optimizer and the filter stay here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<PathBuf>,
+}
+
+/// A worker's training model resident on the GPU executor.
+struct GpuTrainer {
+    client: cumulus_gpu::ExecutorClient,
+    handle: cumulus_gpu::ModelHandle,
+}
+
+impl GpuTrainer {
+    /// The model on the executor at `socket`, or `None` (said in the log) when the executor
+    /// does not cover it or cannot be reached: the worker then trains on its CPU share.
+    async fn open(socket: &Path, task: &WorkerTask, model: &Model) -> Option<Self> {
+        if let Err(e) = cumulus_gpu::check_supported(&task.model, 0, None, true) {
+            tracing::warn!(worker = task.worker, reason = %e, "training on the CPU: the GPU executor does not cover this model");
+            return None;
+        }
+        let opened = async {
+            let at = cumulus_gpu::Listen::Unix(socket.to_path_buf());
+            let name = format!("{}-w{}", task.job_id, task.worker);
+            let client =
+                cumulus_gpu::ExecutorClient::connect(&at, cumulus_gpu::TenantOptions::named(name))
+                    .await?;
+            let source = cumulus_gpu::ModelSource::from_model(model)?;
+            let handle = client.load_for_training(source).await?;
+            Ok::<_, cumulus_gpu::GpuError>(Self { client, handle })
+        };
+        match opened.await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!(worker = task.worker, error = %e, "training on the CPU: the GPU executor refused the model");
+                None
+            }
+        }
+    }
+
+    /// Forward and backward of one minibatch with the replica's current weights: the loss
+    /// and the gradients, by parameter name.
+    async fn step(
+        &self,
+        params: Vec<(String, Tensor)>,
+        x: &Tensor,
+        y: &Tensor,
+        loss: cumulus_models::Loss,
+    ) -> Result<(f64, Vec<(String, Tensor)>), TrainerError> {
+        let gpu = |e: cumulus_gpu::GpuError| TrainerError::Data(format!("GPU executor: {e}"));
+        let host = params
+            .iter()
+            .map(|(n, t)| Ok((n.clone(), cumulus_gpu::HostTensor::from_candle(t)?)))
+            .collect::<Result<Vec<_>, cumulus_gpu::GpuError>>()
+            .map_err(gpu)?;
+        self.client
+            .set_params(&self.handle, &host)
+            .await
+            .map_err(gpu)?;
+        let out = self
+            .client
+            .train_step(
+                &self.handle,
+                &cumulus_gpu::HostTensor::from_candle(x).map_err(gpu)?,
+                &cumulus_gpu::HostTensor::from_candle(y).map_err(gpu)?,
+                loss,
+            )
+            .await
+            .map_err(gpu)?;
+        let grads = out
+            .gradients
+            .iter()
+            .map(|(n, g)| Ok((n.clone(), g.to_candle(&Device::Cpu)?)))
+            .collect::<Result<Vec<_>, cumulus_gpu::GpuError>>()
+            .map_err(gpu)?;
+        Ok((f64::from(out.loss), grads))
+    }
 }
 
 /// One local step, as reported.
@@ -101,6 +178,9 @@ pub struct WorkerReport {
     pub pulled_bytes: u64,
     /// Examples in this worker's partition.
     pub partition_len: u64,
+    /// Steps whose forward and backward ran on the GPU executor.
+    #[serde(default)]
+    pub gpu_steps: u64,
 }
 
 fn to_updates(deltas: Vec<TensorDelta>) -> Vec<SparseUpdate> {
@@ -136,6 +216,7 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
         drained_bytes: 0,
         pulled_bytes: 0,
         partition_len: n as u64,
+        gpu_steps: 0,
     };
     let (config, training, significance) =
         (task.model.clone(), task.training.clone(), task.significance);
@@ -150,6 +231,10 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
     })
     .await?;
 
+    let gpu = match &task.gpu {
+        Some(socket) => GpuTrainer::open(socket, &task, replica.model()).await,
+        None => None,
+    };
     let at = |clock| {
         task.wait_for_clock.then_some(PullClock {
             worker: task.worker,
@@ -211,12 +296,31 @@ pub async fn run_task(task: WorkerTask, deadline: Instant) -> Result<WorkerRepor
             }
         }
         let rows = batch_rows(report.cursor, batch, n);
+        // Forward and backward on the GPU executor when it has the model; the optimizer
+        // and the filter below, on a blocking thread, either way.
+        let on_gpu = match &gpu {
+            Some(g) => {
+                let idx = Tensor::from_vec(rows.clone(), batch, &Device::Cpu)?;
+                let (xb, yb) = (x.index_select(&idx, 0)?, y.index_select(&idx, 0)?);
+                Some(
+                    g.step(replica.parameters(), &xb, &yb, task.training.loss)
+                        .await?,
+                )
+            }
+            None => None,
+        };
+        report.gpu_steps += u64::from(on_gpu.is_some());
         let (xs, ys) = (x.clone(), y.clone());
         let (back, stepped) = blocking::run("a training step", move || {
             let stepped = (|| {
-                let idx = Tensor::from_vec(rows, batch, &Device::Cpu)?;
-                let loss =
-                    replica.train_step(&xs.index_select(&idx, 0)?, &ys.index_select(&idx, 0)?)?;
+                let loss = match on_gpu {
+                    Some((loss, grads)) => replica.step_with_gradients(loss, &grads)?,
+                    None => {
+                        let idx = Tensor::from_vec(rows, batch, &Device::Cpu)?;
+                        replica
+                            .train_step(&xs.index_select(&idx, 0)?, &ys.index_select(&idx, 0)?)?
+                    }
+                };
                 let (deltas, stats) = replica.take_significant()?;
                 Ok::<_, TrainerError>((loss, deltas, stats))
             })();

@@ -55,6 +55,7 @@ async fn train_at(
         work_dir: dir.path().join("jobs"),
         store: vec![shard.addr.to_string()],
         cancel: CancellationToken::new(),
+        gpu: None,
     };
     let invoker = Arc::new(InProcessInvoker {
         time_limit: Duration::from_secs(120),
@@ -151,6 +152,7 @@ async fn a_cancelled_job_stops_after_the_current_invocations_and_writes_its_mode
         work_dir: dir.path().join("jobs"),
         store: vec![shard.addr.to_string()],
         cancel: cancel.clone(),
+        gpu: None,
     };
     let invoker = Arc::new(InProcessInvoker {
         time_limit: Duration::from_secs(120),
@@ -191,6 +193,7 @@ async fn checkpoints_are_loadable_model_folders_and_only_the_newest_three_remain
         work_dir: dir.path().join("jobs"),
         store: vec![shard.addr.to_string()],
         cancel: CancellationToken::new(),
+        gpu: None,
     };
     let invoker = Arc::new(InProcessInvoker {
         time_limit: Duration::from_secs(120),
@@ -295,6 +298,7 @@ async fn a_cancel_reaches_a_worker_waiting_at_the_barrier() {
         work_dir: dir.path().join("jobs"),
         store: vec![shard.addr.to_string()],
         cancel: cancel.clone(),
+        gpu: None,
     };
     let cancel_seen = Arc::new(AtomicBool::new(false));
     let invoker = Arc::new(OneStuckWorker {
@@ -389,6 +393,7 @@ async fn run_with_long_invocations(mut job: JobSpec, invoker: Arc<dyn Invoker>) 
         work_dir: dir.path().join("jobs"),
         store: vec![shard.addr.to_string()],
         cancel: CancellationToken::new(),
+        gpu: None,
     };
     let (tx, _rx) = watch::channel(JobStatus::new(&job.name, JobMetric::Accuracy, 2));
     let run = run_job(&job, &options, invoker, tx);

@@ -69,6 +69,7 @@ async fn an_invocation_returns_after_its_current_step_once_the_job_is_stopping()
         lr: 0.01,
         wait_for_clock: false,
         half_values: false,
+        gpu: None,
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     let ran = run_task(task.clone(), deadline).await.unwrap();

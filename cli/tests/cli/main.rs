@@ -3,6 +3,7 @@
 
 mod common;
 mod data;
+mod gpu;
 mod models;
 mod plan;
 mod serve;

@@ -64,6 +64,8 @@ pub struct RunOptions {
     /// Cancel it to stop the job: workers finish the step they are in, push what they hold
     /// and return; the model reached so far is written.
     pub cancel: CancellationToken,
+    /// The node's GPU executor (its socket), where workers run their training steps.
+    pub gpu: Option<PathBuf>,
 }
 
 /// What a finished job produced.
@@ -232,6 +234,7 @@ impl<'a> Coordinator<'a> {
                 lr: base_lr,
                 wait_for_clock: job.workers.sync != SyncMode::Asp,
                 half_values: job.workers.wire_precision == crate::job::WirePrecision::F16,
+                gpu: self.options.gpu.clone(),
             };
             let driver = Driver {
                 template,
@@ -358,6 +361,7 @@ impl<'a> Coordinator<'a> {
         st.cold_starts += u64::from(inv.cold_start);
         st.cost_usd += inv.cost_usd;
         st.steps += r.steps.len() as u64;
+        st.gpu_steps += r.gpu_steps;
         st.clock = st.clock.max(r.clock);
         let batch = self.job.training.batch_size as u64;
         st.examples += r.steps.len() as u64 * batch;

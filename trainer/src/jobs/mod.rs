@@ -92,6 +92,8 @@ pub struct ManagerConfig {
     pub models: Option<PathBuf>,
     /// Confine jobs to these folders (jobs that come over the network); `None` trusts them.
     pub confinement: Option<confine::Confinement>,
+    /// The node's GPU executor (its socket): workers run their training steps there.
+    pub gpu: Option<PathBuf>,
 }
 
 impl ManagerConfig {
@@ -104,6 +106,7 @@ impl ManagerConfig {
             max_finished: 1000,
             models: None,
             confinement: None,
+            gpu: None,
         }
     }
 }
@@ -360,6 +363,7 @@ impl JobManager {
             work_dir: inner.config.work_dir.join(&id),
             store: inner.config.store.clone(),
             cancel,
+            gpu: inner.config.gpu.clone(),
         };
         tracing::info!(job = %id, "job started");
         let result = run_job(&job, &options, invoker, status.clone()).await;

@@ -180,6 +180,7 @@ pub async fn run_trials(
                 work_dir: dir.join("jobs"),
                 store: store.to_vec(),
                 cancel: CancellationToken::new(),
+                gpu: None,
             };
             let metric = JobMetric::for_loss(job.training.loss);
             let (tx, _rx) = watch::channel(JobStatus::new(&job_id, metric, n));
