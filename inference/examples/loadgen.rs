@@ -37,7 +37,7 @@ loadgen: open-loop KServe V2 load generator; sweeps rates, reports the maximum s
   --bisect-steps N        bisection runs after the first failing rate         [3]
   --tolerance F           stop bisecting when the bracket is narrower         [0.05]
   --pause-s S             quiet seconds between rates                         [2]
-  --retries N             re-runs of a failing rate before it counts (any run holding holds) [0]
+  --retries N             re-runs of a failing stepped rate (it holds if any run holds) [0]
   --seed N                seed of the schedule and payloads                   [1]
   --max-in-flight N       outstanding requests at most (more are dropped)     [2048]
   --timeout-ms MS         request timeout                                     [10000]

@@ -4,8 +4,9 @@
 //! [`search`] steps up through the plan's rates until one fails, then bisects between the last
 //! rate that held and the first that did not, until the bracket is narrower than `tolerance`
 //! (relative) or `bisect_steps` runs were spent. On a shared machine a transient stall can fail
-//! one run at a rate the server sustains, so with `retries > 0` a failing rate is run again up to
-//! that many times and holds if any of its runs holds. It takes the run as a function, so the
+//! one run at a rate the server sustains, so with `retries > 0` a stepped rate that fails is run
+//! again up to that many times and holds if any of its runs holds (bisection runs are single: they
+//! only narrow a bracket that a confirmed failure opened). It takes the run as a function, so the
 //! search is tested without a network; [`sweep`] plugs in [`run`](super::run).
 
 use std::future::Future;
@@ -30,7 +31,8 @@ pub struct SweepPlan {
     pub max_error_rate: f64,
     /// Quiet seconds between runs, so one run's backlog does not spill into the next.
     pub pause_s: f64,
-    /// Extra runs at a rate that failed before it counts as failed (it holds if any holds).
+    /// Extra runs at a stepped rate that failed before it counts as failed (it holds if any
+    /// holds); bisection runs are not repeated.
     pub retries: usize,
 }
 
