@@ -39,8 +39,11 @@ venv() { # venv NAME PACKAGES...
     "$dir/bin/python" -m pip install --quiet "$@"
 }
 
-# The MLServer venv also runs make_model.py and bench.py (numpy, onnx, matplotlib).
-venv mlserver "mlserver==1.7.1" "onnx==1.23.2" "onnxruntime==1.31.1" "numpy==2.4.6" "matplotlib==3.11.2"
+# The MLServer venv also runs make_model.py and bench.py (numpy, onnx, matplotlib). uvloop 0.22+
+# raises in asyncio.get_event_loop() without a running loop, which kills MLServer 1.7's parallel
+# workers at start (parallel_workers >= 1), hence the pin.
+venv mlserver "mlserver==1.7.1" "uvloop==0.21.0" "onnx==1.23.2" "onnxruntime==1.31.1" "numpy==2.4.6" \
+    "matplotlib==3.11.2"
 if [[ ",$systems," == *",ray,"* ]]; then
     venv ray "ray[serve]==2.60.0" "onnxruntime==1.31.1" "numpy==2.4.6"
 fi

@@ -37,6 +37,7 @@ loadgen: open-loop KServe V2 load generator; sweeps rates, reports the maximum s
   --bisect-steps N        bisection runs after the first failing rate         [3]
   --tolerance F           stop bisecting when the bracket is narrower         [0.05]
   --pause-s S             quiet seconds between rates                         [2]
+  --retries N             re-runs of a failing stepped rate (it holds if any run holds) [0]
   --seed N                seed of the schedule and payloads                   [1]
   --max-in-flight N       outstanding requests at most (more are dropped)     [2048]
   --timeout-ms MS         request timeout                                     [10000]
@@ -66,6 +67,7 @@ const FLAGS: &[&str] = &[
     "bisect-steps",
     "tolerance",
     "pause-s",
+    "retries",
     "seed",
     "max-in-flight",
     "timeout-ms",
@@ -185,6 +187,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         tolerance: args.get("tolerance", 0.05)?,
         max_error_rate: args.get("max-error-rate", 0.01)?,
         pause_s: args.get("pause-s", 2.0)?,
+        retries: args.get("retries", 0)?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

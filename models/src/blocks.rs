@@ -19,7 +19,7 @@ use candle_core::{D, DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
-use crate::layer::{Init, ParamScope};
+use crate::layer::{Init, ParamScope, sat_mul, sat_sum};
 
 /// `a.b`, or `b` when `a` is empty.
 fn join(a: &str, b: &str) -> String {
@@ -95,7 +95,7 @@ impl Linear {
     /// FLOPs for `rows` input rows.
     pub fn flops(&self, rows: usize) -> u64 {
         let (out, inp) = self.weight.dims2().unwrap_or((0, 0));
-        (2 * rows * inp * out + rows * out) as u64
+        sat_sum(&[sat_mul(&[2, rows, inp, out]), sat_mul(&[rows, out])])
     }
 }
 
@@ -157,7 +157,7 @@ impl Conv2d {
 
     /// Spatial output size for an input size `h`, `None` when the kernel does not fit.
     pub fn out_size(&self, h: usize) -> Option<usize> {
-        (h + 2 * self.padding)
+        h.checked_add(2 * self.padding)?
             .checked_sub(self.kernel())
             .map(|d| d / self.stride + 1)
     }
@@ -169,7 +169,7 @@ impl Conv2d {
             return 0;
         };
         let k = self.kernel();
-        (2 * n * self.out_channels() * oh * ow * c * k * k) as u64
+        sat_mul(&[2, *n, self.out_channels(), oh, ow, *c, k, k])
     }
 }
 

@@ -22,6 +22,14 @@ use crate::error::{ModelError, Result};
 
 /// Largest hashed feature space of `sparse_logreg`: indices travel as f32, exact up to 2^24.
 pub const MAX_SPARSE_FEATURES: usize = 1 << 24;
+/// Largest input width, vocabulary, user or item count (rows of a table).
+pub const MAX_ROWS: usize = 1 << 24;
+/// Largest width of a layer (hidden units, model width, feed-forward width, classes).
+pub const MAX_WIDTH: usize = 1 << 20;
+/// Largest number of layers (MLP hidden layers, transformer blocks).
+pub const MAX_LAYERS: usize = 1024;
+/// Largest image side, channel count, sequence length, factor count or pairs per example.
+pub const MAX_SIDE: usize = 1 << 16;
 
 /// Every architecture name, in the order `cumulus models list` prints them.
 pub fn architectures() -> &'static [&'static str] {
@@ -179,6 +187,19 @@ fn positive(field: &str, value: usize) -> Result<()> {
     Ok(())
 }
 
+/// `1..=max`: each dimension on its own is bounded, so that a size estimate multiplies sane
+/// numbers (their product is held to [`crate::SizeLimits`] before anything is allocated).
+fn bounded(field: &str, value: usize, max: usize) -> Result<()> {
+    positive(field, value)?;
+    if value > max {
+        return Err(ModelError::config(
+            field,
+            format!("must be at most {max}, got {value}"),
+        ));
+    }
+    Ok(())
+}
+
 fn probability(field: &str, p: f32) -> Result<()> {
     if !(0.0..1.0).contains(&p) {
         return Err(ModelError::config(
@@ -253,12 +274,14 @@ impl ModelConfig {
         })
     }
 
-    /// Check every field; the error names the first bad one.
+    /// Check every field; the error names the first bad one. Each dimension is bounded on its own
+    /// ([`MAX_ROWS`], [`MAX_WIDTH`], [`MAX_LAYERS`], [`MAX_SIDE`]); the model as a whole is
+    /// bounded by [`ModelConfig::size`] and [`crate::SizeLimits`].
     pub fn validate(&self) -> Result<()> {
         match self {
             Self::Logreg(c) => {
-                positive("n_features", c.n_features)?;
-                positive("n_outputs", c.n_outputs)
+                bounded("n_features", c.n_features, MAX_ROWS)?;
+                bounded("n_outputs", c.n_outputs, MAX_WIDTH)
             }
             Self::SparseLogreg(c) => {
                 positive("n_features", c.n_features)?;
@@ -271,20 +294,26 @@ impl ModelConfig {
                         ),
                     ));
                 }
-                positive("n_outputs", c.n_outputs)?;
-                positive("pairs_per_example", c.pairs_per_example)
+                bounded("n_outputs", c.n_outputs, MAX_WIDTH)?;
+                bounded("pairs_per_example", c.pairs_per_example, MAX_SIDE)
             }
             Self::Mlp(c) => {
-                positive("input_dim", c.input_dim)?;
-                for (i, &w) in c.hidden.iter().enumerate() {
-                    positive(&format!("hidden[{i}]"), w)?;
+                bounded("input_dim", c.input_dim, MAX_ROWS)?;
+                if c.hidden.len() > MAX_LAYERS {
+                    return Err(ModelError::config(
+                        "hidden",
+                        format!("at most {MAX_LAYERS} hidden layers, got {}", c.hidden.len()),
+                    ));
                 }
-                positive("n_outputs", c.n_outputs)?;
+                for (i, &w) in c.hidden.iter().enumerate() {
+                    bounded(&format!("hidden[{i}]"), w, MAX_WIDTH)?;
+                }
+                bounded("n_outputs", c.n_outputs, MAX_WIDTH)?;
                 probability("dropout", c.dropout)
             }
             Self::Lenet(c) => {
-                positive("in_channels", c.in_channels)?;
-                positive("n_classes", c.n_classes)?;
+                bounded("in_channels", c.in_channels, MAX_SIDE)?;
+                bounded("n_classes", c.n_classes, MAX_WIDTH)?;
                 // conv(5, pad 2) -> pool 2 -> conv(5) -> pool 2 must leave at least 1x1.
                 for (field, v) in [("height", c.height), ("width", c.width)] {
                     if v < 12 {
@@ -293,6 +322,7 @@ impl ModelConfig {
                             format!("must be at least 12, got {v}"),
                         ));
                     }
+                    bounded(field, v, MAX_SIDE)?;
                 }
                 Ok(())
             }
@@ -303,8 +333,8 @@ impl ModelConfig {
                         format!("must be 18 or 34, got {}", c.depth),
                     ));
                 }
-                positive("n_classes", c.n_classes)?;
-                positive("in_channels", c.in_channels)?;
+                bounded("n_classes", c.n_classes, MAX_WIDTH)?;
+                bounded("in_channels", c.in_channels, MAX_SIDE)?;
                 if c.image_size < 8 {
                     return Err(ModelError::config(
                         "image_size",
@@ -314,17 +344,17 @@ impl ModelConfig {
                         ),
                     ));
                 }
-                Ok(())
+                bounded("image_size", c.image_size, MAX_SIDE)
             }
             Self::Pmf(c) => {
-                positive("n_users", c.n_users)?;
-                positive("n_items", c.n_items)?;
-                positive("n_factors", c.n_factors)
+                bounded("n_users", c.n_users, MAX_ROWS)?;
+                bounded("n_items", c.n_items, MAX_ROWS)?;
+                bounded("n_factors", c.n_factors, MAX_SIDE)
             }
             Self::Transformer(c) => {
-                positive("vocab_size", c.vocab_size)?;
-                positive("max_seq_len", c.max_seq_len)?;
-                positive("d_model", c.d_model)?;
+                bounded("vocab_size", c.vocab_size, MAX_ROWS)?;
+                bounded("max_seq_len", c.max_seq_len, MAX_SIDE)?;
+                bounded("d_model", c.d_model, MAX_SIDE)?;
                 positive("n_heads", c.n_heads)?;
                 if c.d_model % c.n_heads != 0 {
                     return Err(ModelError::config(
@@ -332,9 +362,9 @@ impl ModelConfig {
                         format!("must divide d_model = {}, got {}", c.d_model, c.n_heads),
                     ));
                 }
-                positive("n_layers", c.n_layers)?;
-                positive("d_ff", c.d_ff)?;
-                positive("n_classes", c.n_classes)?;
+                bounded("n_layers", c.n_layers, MAX_LAYERS)?;
+                bounded("d_ff", c.d_ff, MAX_WIDTH)?;
+                bounded("n_classes", c.n_classes, MAX_WIDTH)?;
                 probability("dropout", c.dropout)
             }
         }
@@ -434,6 +464,18 @@ mod tests {
             (
                 r#"{"arch":"mlp","input_dim":4,"hidden":[],"n_outputs":2,"dropout":1.5}"#,
                 "dropout",
+            ),
+            (
+                r#"{"arch":"mlp","input_dim":64,"hidden":[100000000],"n_outputs":10}"#,
+                "hidden[0]",
+            ),
+            (
+                r#"{"arch":"transformer","vocab_size":9,"max_seq_len":4000000,"d_model":8,"n_heads":2,"n_layers":1,"d_ff":8,"n_classes":2}"#,
+                "max_seq_len",
+            ),
+            (
+                r#"{"arch":"resnet","depth":18,"n_classes":10,"image_size":1000000}"#,
+                "image_size",
             ),
         ];
         for (json, field) in cases {

@@ -15,6 +15,19 @@ pub enum ModelError {
     #[error("invalid model config: field `{field}`: {reason}")]
     Config { field: String, reason: String },
 
+    /// A model (or batch) larger than a ceiling, refused before anything is allocated.
+    #[error("{what} needs {size} {unit}, over the limit of {limit} {unit} ({detail})")]
+    TooLarge {
+        /// What was too large (`mlp model`, `batch`).
+        what: String,
+        size: u64,
+        limit: u64,
+        /// `parameters`, `examples`, `bytes`.
+        unit: &'static str,
+        /// The size in other terms, and what to do.
+        detail: String,
+    },
+
     /// `default_for` or a config file named an architecture this crate does not have.
     #[error(
         "unknown architecture `{0}` (known: logreg, sparse_logreg, mlp, lenet, resnet, pmf, transformer)"

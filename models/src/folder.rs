@@ -28,11 +28,14 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ModelConfig, TensorSpec};
 use crate::error::{ModelError, Result};
 use crate::model::Model;
+use crate::size::SizeLimits;
 
 /// File name of a folder's configuration.
 pub const CONFIG_FILE: &str = "config.json";
 /// File name of a folder's weights.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Largest safetensors header accepted (the JSON index of the tensors; a few hundred bytes each).
+pub const MAX_HEADER_BYTES: u64 = 16 << 20;
 
 /// The content of `config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,18 +148,47 @@ impl Model {
     }
 
     /// Build the model described by `dir/config.json` (F32) and load `dir/model.safetensors`.
+    /// A config over the default [`SizeLimits`] is refused before anything is allocated.
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
+        Self::load_with_limits(dir, device, &SizeLimits::default())
+    }
+
+    /// As [`Model::load`], under `limits`.
+    pub fn load_with_limits(
+        dir: impl AsRef<Path>,
+        device: &Device,
+        limits: &SizeLimits,
+    ) -> Result<Self> {
         let dir = dir.as_ref();
         let cfg = FolderConfig::read(dir)?;
-        let model = Self::with_options(&cfg.model, device, 0, DType::F32)?;
+        let model = Self::with_limits(&cfg.model, device, 0, DType::F32, limits)?;
         model.load_weights(dir.join(WEIGHTS_FILE))?;
         Ok(model)
     }
 
     /// Replace every parameter and buffer with the tensors of a safetensors file, after checking
-    /// that the file holds exactly this model's tensors, intact. On error nothing is changed.
+    /// that the file holds exactly this model's tensors, intact. On error nothing is changed. A
+    /// file larger than this model's tensors plus a header of [`MAX_HEADER_BYTES`] is refused
+    /// before it is read.
     pub fn load_weights(&self, file: impl AsRef<Path>) -> Result<()> {
         let file = file.as_ref();
+        let expected: u64 = self
+            .param_infos()
+            .iter()
+            .map(|p| p.bytes() as u64)
+            .sum::<u64>()
+            .saturating_add(8 + MAX_HEADER_BYTES);
+        let len = std::fs::metadata(file).map_err(io(file))?.len();
+        if len > expected {
+            return Err(ModelError::Checkpoint {
+                file: file.to_path_buf(),
+                tensor: None,
+                reason: format!(
+                    "file is {len} bytes, more than the {expected} this {} model's tensors and a header can take",
+                    self.config().arch()
+                ),
+            });
+        }
         let bytes = std::fs::read(file).map_err(io(file))?;
         let tensors = read_checked(file, &bytes, self)?;
         for (name, tensor) in tensors {

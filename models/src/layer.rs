@@ -183,22 +183,31 @@ impl ParamBuilder {
         trainable: bool,
     ) -> Result<Tensor> {
         let n: usize = shape.iter().product();
-        let values: Vec<f64> = match init {
-            Init::Const(v) => vec![v; n],
+        // Draws are f64 whatever the dtype (the same seed gives the same weights in F32 and F64);
+        // an F32 model keeps them as f32 straight away (`as` rounds as candle's cast does), so
+        // building never holds an f64 copy of a tensor twice its size.
+        let mut draw: Box<dyn FnMut(&mut StdRng) -> f64> = match init {
+            Init::Const(v) => Box::new(move |_| v),
             Init::Uniform(bound) => {
                 let dist = Uniform::new_inclusive(-bound, bound)
                     .map_err(|e| ModelError::config(&name, format!("init bound {bound}: {e}")))?;
-                (0..n).map(|_| dist.sample(&mut self.rng)).collect()
+                Box::new(move |rng| dist.sample(rng))
             }
             Init::Normal(std) => {
                 let dist = Normal::new(0.0, std)
                     .map_err(|e| ModelError::config(&name, format!("init std {std}: {e}")))?;
-                (0..n).map(|_| dist.sample(&mut self.rng)).collect()
+                Box::new(move |rng| dist.sample(rng))
             }
         };
-        let tensor = Tensor::from_vec(values, shape, &Device::Cpu)?
-            .to_dtype(self.dtype)?
-            .to_device(&self.device)?;
+        let rng = &mut self.rng;
+        let tensor = if self.dtype == DType::F32 {
+            let values: Vec<f32> = (0..n).map(|_| draw(rng) as f32).collect();
+            Tensor::from_vec(values, shape, &Device::Cpu)?
+        } else {
+            let values: Vec<f64> = (0..n).map(|_| draw(rng)).collect();
+            Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(self.dtype)?
+        }
+        .to_device(&self.device)?;
         let var = Var::from_tensor(&tensor)?;
         let out = var.as_tensor().clone();
         let mut data = self.varmap.data().lock().expect(
@@ -261,6 +270,19 @@ impl ParamScope<'_> {
     pub fn finish(self) -> Vec<ParamInfo> {
         self.builder.infos[self.start..].to_vec()
     }
+}
+
+/// The product of `factors`, saturating at `u64::MAX`: the FLOP count of an absurd shape stays a
+/// number instead of overflowing (callers bound the batch; this keeps `flops` total).
+pub fn sat_mul(factors: &[usize]) -> u64 {
+    factors
+        .iter()
+        .fold(1u64, |acc, &f| acc.saturating_mul(f as u64))
+}
+
+/// The sum of `terms`, saturating at `u64::MAX`.
+pub fn sat_sum(terms: &[u64]) -> u64 {
+    terms.iter().fold(0u64, |acc, &t| acc.saturating_add(t))
 }
 
 /// Check that `input` has rank `rank`; `what` describes the expected layout for the message.

@@ -6,6 +6,8 @@
 //! * [`Model`] builds it (seeded), runs it whole or by layer range, and describes each layer
 //!   ([`layer::LayerInfo`]: parameters, bytes, output shape, FLOPs);
 //! * [`loss::Loss`], [`optim::OptimizerConfig`] and [`train`] fit it;
+//! * [`size`] estimates parameters and activations from the config alone, and [`SizeLimits`]
+//!   refuses a model too large to build before anything is allocated;
 //! * [`folder`] saves and loads a model folder (`config.json` + `model.safetensors`).
 //!
 //! ```
@@ -28,6 +30,7 @@ pub mod layer;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod size;
 pub mod train;
 pub mod zoo;
 
@@ -37,3 +40,4 @@ pub use layer::{Layer, LayerInfo, ParamInfo};
 pub use loss::Loss;
 pub use model::Model;
 pub use optim::{Optimize, OptimizerConfig};
+pub use size::{MAX_BATCH, MAX_PARAMS, ModelSize, SizeLimits};

@@ -24,6 +24,7 @@ use candle_nn::VarMap;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::layer::{Layer, LayerInfo, ParamBuilder, ParamInfo};
+use crate::size::SizeLimits;
 use crate::zoo;
 
 /// A built model: its config, its layers and the variables they read.
@@ -59,14 +60,28 @@ impl Model {
         Self::with_options(config, device, seed, DType::F32)
     }
 
-    /// A model of float type `dtype` (F64 is what the finite-difference tests use).
+    /// A model of float type `dtype` (F64 is what the finite-difference tests use), refused
+    /// before anything is allocated when it has more than [`crate::MAX_PARAMS`] parameters.
     pub fn with_options(
         config: &ModelConfig,
         device: &Device,
         seed: u64,
         dtype: DType,
     ) -> Result<Self> {
-        config.validate()?;
+        Self::with_limits(config, device, seed, dtype, &SizeLimits::default())
+    }
+
+    /// As [`Model::with_options`], under `limits`: the config's size ([`ModelConfig::size`]) is
+    /// checked against them before any parameter is allocated.
+    pub fn with_limits(
+        config: &ModelConfig,
+        device: &Device,
+        seed: u64,
+        dtype: DType,
+        limits: &SizeLimits,
+    ) -> Result<Self> {
+        let size = config.size(1)?;
+        limits.check(config, &size)?;
         if !dtype.is_float() {
             return Err(ModelError::config(
                 "dtype",

@@ -225,3 +225,52 @@ fn bad_config_files_are_refused_naming_the_file_and_key() {
         .to_string();
     assert!(msg.contains(CONFIG_FILE), "{msg}");
 }
+
+/// A model folder whose config asks for 10^12 parameters (4 TB): refused from the config alone,
+/// naming the size and the limit, before a weight is allocated or the weights file is read (there
+/// is none here: reading it would be an I/O error instead).
+#[test]
+fn a_huge_model_is_refused_before_anything_is_allocated() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let model = r#"{"arch": "mlp", "input_dim": 1000000, "hidden": [1000000], "n_outputs": 10}"#;
+    let config: cumulus_models::ModelConfig = serde_json::from_str(model).expect("valid json");
+    let folder = FolderConfig::of(&config);
+    std::fs::write(
+        dir.path().join(CONFIG_FILE),
+        serde_json::to_string(&folder).expect("serializes"),
+    )
+    .expect("write config");
+    let err = Model::load(dir.path(), &Device::Cpu).expect_err("refused");
+    assert!(matches!(err, ModelError::TooLarge { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("1000011000010 parameters"), "{msg}");
+    assert!(msg.contains("over the limit of 2147483648"), "{msg}");
+    assert!(matches!(
+        Model::new(&config, &Device::Cpu),
+        Err(ModelError::TooLarge { .. })
+    ));
+    let limits = cumulus_models::SizeLimits {
+        max_params: 10,
+        ..Default::default()
+    };
+    let small = cumulus_models::ModelConfig::default_for("logreg").expect("default");
+    assert!(Model::with_limits(&small, &Device::Cpu, 0, DType::F32, &limits).is_err());
+}
+
+/// A weights file larger than the model's tensors and a header is refused before it is read.
+#[test]
+fn an_oversized_weights_file_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (model, weights) = saved_mlp(dir.path());
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&weights)
+        .expect("open weights");
+    // Sparse: the length is what counts, no disk space is used.
+    file.set_len(1 << 40).expect("extend");
+    let err = model
+        .load_weights(&weights)
+        .expect_err("refused")
+        .to_string();
+    assert!(err.contains("1099511627776 bytes"), "{err}");
+}

@@ -22,6 +22,46 @@ pub enum StoreError {
     /// The job id is already registered with a different layout.
     #[error("job '{0}' is already registered with a different layout")]
     LayoutConflict(String),
+    /// The job id is already registered and the request did not ask to resume it.
+    #[error(
+        "job '{job}' is already registered on this shard and holds {pushes} pushes: resume it to continue it, or unregister it to start over under this id"
+    )]
+    JobExists {
+        /// Job id.
+        job: String,
+        /// Pushes the job holds.
+        pushes: u64,
+    },
+    /// A registration larger than a configured limit (it can never be held as configured).
+    #[error("{what} has {size} {unit}, over the limit of {limit} {unit} ({setting})")]
+    LimitExceeded {
+        /// What was too large: `job 'j' tensor 'w'`.
+        what: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+        /// `elements`, `chunks`.
+        unit: &'static str,
+        /// The setting (CLI flag) that sets the limit, or what to change.
+        setting: &'static str,
+    },
+    /// A registration that does not fit in what the shard may still hold.
+    #[error(
+        "job '{job}' needs about {needed} bytes on shard {shard}, which holds {held} bytes of its limit of {limit} bytes (--max-shard-bytes); unregister finished jobs or add shards"
+    )]
+    ShardFull {
+        /// Job id.
+        job: String,
+        /// Shard index.
+        shard: u32,
+        /// Estimated bytes the job needs on this shard.
+        needed: u64,
+        /// Estimated bytes the shard's jobs hold.
+        held: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// A message (or a tensor) larger than the configured limit.
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
     TooLarge {
@@ -94,6 +134,15 @@ pub enum StoreError {
         /// Why it is unreadable.
         reason: String,
     },
+    /// Start-up cannot use what it found (a logged registration over the limits, a record that
+    /// does not apply); `what` names the record or the snapshot.
+    #[error("{what}: {reason}")]
+    Recovery {
+        /// The record (`write-ahead log FILE (byte N)`) or the snapshot.
+        what: String,
+        /// Why, and what to do.
+        reason: String,
+    },
     /// The object store failed.
     #[error("object store: {0}")]
     ObjectStore(#[from] object_store::Error),
@@ -125,6 +174,16 @@ impl StoreError {
         match self {
             Self::JobStopping(_) => true,
             Self::Remote { status, .. } => status.code() == tonic::Code::Aborted,
+            _ => false,
+        }
+    }
+
+    /// Whether a shard answered that the job id is already registered (a different layout, or
+    /// a job that holds pushes): the caller resumes it or picks another id.
+    pub fn is_already_registered(&self) -> bool {
+        match self {
+            Self::JobExists { .. } | Self::LayoutConflict(_) => true,
+            Self::Remote { status, .. } => status.code() == tonic::Code::AlreadyExists,
             _ => false,
         }
     }

@@ -15,6 +15,10 @@ use crate::error::StoreError;
 use crate::metrics as m;
 use crate::shard::Shard;
 
+/// Metadata key on a RESOURCE_EXHAUSTED answer that retrying cannot help (the shard is full, not
+/// busy); clients retry RESOURCE_EXHAUSTED only without it.
+pub const NO_RETRY: &str = "cumulus-no-retry";
+
 /// Maps every error to a status. Internal failures are logged here and answered without detail.
 impl From<StoreError> for Status {
     fn from(e: StoreError) -> Status {
@@ -22,10 +26,20 @@ impl From<StoreError> for Status {
             StoreError::UnknownJob(_)
             | StoreError::UnknownTensor { .. }
             | StoreError::UnknownSnapshot(_) => Status::not_found(e.to_string()),
-            StoreError::InvalidArgument(_) | StoreError::TooLarge { .. } => {
-                Status::invalid_argument(e.to_string())
+            StoreError::InvalidArgument(_)
+            | StoreError::TooLarge { .. }
+            | StoreError::LimitExceeded { .. } => Status::invalid_argument(e.to_string()),
+            StoreError::LayoutConflict(_) | StoreError::JobExists { .. } => {
+                Status::already_exists(e.to_string())
             }
-            StoreError::LayoutConflict(_) => Status::already_exists(e.to_string()),
+            StoreError::ShardFull { .. } => {
+                let mut md = tonic::metadata::MetadataMap::new();
+                md.insert(
+                    NO_RETRY,
+                    tonic::metadata::MetadataValue::from_static("full"),
+                );
+                Status::with_metadata(tonic::Code::ResourceExhausted, e.to_string(), md)
+            }
             StoreError::ClockTimeout { .. } => Status::deadline_exceeded(e.to_string()),
             // Not retryable: the job is over, the worker should push what it holds and return.
             StoreError::JobStopping(_) => Status::aborted(e.to_string()),
@@ -37,6 +51,7 @@ impl From<StoreError> for Status {
             StoreError::Remote { status, .. } => status.clone(),
             StoreError::Wal(_)
             | StoreError::CorruptWal { .. }
+            | StoreError::Recovery { .. }
             | StoreError::ObjectStore(_)
             | StoreError::CorruptSnapshot { .. }
             | StoreError::Transport(_)
@@ -112,7 +127,39 @@ impl pb::param_store_server::ParamStore for ParamStoreService {
             self.shard.register(req).await
         }
         .await;
-        observe("register", t0, r).map(|created| Response::new(pb::RegisterResponse { created }))
+        observe("register", t0, r).map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(job = %req.get_ref().job_id))]
+    async fn resume(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let t0 = Instant::now();
+        let _p = self.admit()?;
+        let req = req.into_inner();
+        let r = async {
+            let job = req.job_id.clone();
+            self.check_size(|| format!("registration of job '{job}'"), req.encoded_len())?;
+            self.shard.resume(req).await
+        }
+        .await;
+        observe("resume", t0, r).map(Response::new)
+    }
+
+    #[tracing::instrument(skip_all, fields(job = %req.get_ref().job_id))]
+    async fn unregister(
+        &self,
+        req: Request<pb::UnregisterRequest>,
+    ) -> Result<Response<pb::UnregisterResponse>, Status> {
+        let t0 = Instant::now();
+        let _p = self.admit()?;
+        observe(
+            "unregister",
+            t0,
+            self.shard.unregister(req.into_inner()).await,
+        )
+        .map(Response::new)
     }
 
     async fn layout(

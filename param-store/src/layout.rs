@@ -28,6 +28,9 @@ pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 30;
 pub const MAX_TENSORS: usize = 100_000;
 /// Most workers in one job.
 pub const MAX_WORKERS: u32 = 100_000;
+/// Most chunks in one job, all tensors together: every shard keeps a slot per chunk of the
+/// layout, and placing a job hashes each chunk once (a larger `chunk_size` means fewer chunks).
+pub const MAX_CHUNKS_PER_JOB: u64 = 1 << 20;
 
 /// How a job's workers are kept in step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +187,35 @@ impl JobLayout {
                 job: self.job_id.clone(),
                 tensor: name.to_owned(),
             })
+    }
+
+    /// Elements of every tensor together.
+    pub fn total_elements(&self) -> u64 {
+        self.tensors.iter().map(|t| t.len).sum()
+    }
+
+    /// Chunks of every tensor together.
+    pub fn total_chunks(&self) -> u64 {
+        self.tensors
+            .iter()
+            .map(|t| t.len.div_ceil(u64::from(self.chunk_size.max(1))))
+            .sum()
+    }
+
+    /// The chunks and elements shard `shard_index` of `shard_count` owns. Hashes every chunk
+    /// once: callers check [`Self::total_chunks`] against [`MAX_CHUNKS_PER_JOB`] first.
+    pub fn owned(&self, shard_index: u32, shard_count: u32) -> (u64, u64) {
+        let (mut chunks, mut elements) = (0u64, 0u64);
+        for (t, meta) in self.tensors.iter().enumerate() {
+            for c in 0..self.chunk_count(t) {
+                if chunk_owner(&self.job_id, &meta.name, c, shard_count) == shard_index {
+                    let (start, end) = self.chunk_range(t, c);
+                    chunks += 1;
+                    elements += end - start;
+                }
+            }
+        }
+        (chunks, elements)
     }
 
     /// Number of chunks of tensor `t`.

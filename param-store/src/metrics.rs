@@ -41,6 +41,8 @@ pub const WAL_COMMITS: &str = "cumulus_param_store_wal_commits_total";
 pub const SNAPSHOT_BYTES: &str = "cumulus_param_store_snapshot_bytes";
 /// Snapshot duration.
 pub const SNAPSHOT_DURATION: &str = "cumulus_param_store_snapshot_duration_seconds";
+/// Estimated bytes of the jobs a shard holds (held to `--max-shard-bytes`).
+pub const HELD_BYTES: &str = "cumulus_param_store_held_bytes";
 
 /// Describes every metric (call once at start-up).
 pub fn describe() {
@@ -48,6 +50,11 @@ pub fn describe() {
         PUSH_BYTES,
         Unit::Bytes,
         "Bytes of pushed indices and values received"
+    );
+    describe_gauge!(
+        HELD_BYTES,
+        Unit::Bytes,
+        "Estimated bytes of the jobs this shard holds (limited by --max-shard-bytes)"
     );
     describe_counter!(PUSHES, "Pushes applied");
     describe_counter!(

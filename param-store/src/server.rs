@@ -111,7 +111,8 @@ pub async fn run(config: ShardConfig) -> Result<ShardHandle> {
     })
 }
 
-/// Takes a snapshot whenever the log grows past `threshold` bytes.
+/// Takes a snapshot whenever the log the newest snapshot does not cover grows past `threshold`
+/// bytes (the segments kept for the fallback do not count).
 fn spawn_snapshotter(shard: Arc<Shard>, threshold: u64, mut shutdown: watch::Receiver<bool>) {
     if threshold == 0 {
         return;
@@ -122,7 +123,7 @@ fn spawn_snapshotter(shard: Arc<Shard>, threshold: u64, mut shutdown: watch::Rec
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
-            if shard.wal_bytes() > threshold
+            if shard.wal_bytes_since_snapshot() > threshold
                 && let Err(e) = shard.snapshot(None).await
             {
                 tracing::error!(error = %e, "automatic snapshot failed");

@@ -2,10 +2,13 @@
 //! snapshot store. Every mutation is logged (and durable) before it is applied; a snapshot holds
 //! the gate exclusively just long enough to rotate the log and copy the chunks.
 //!
+//! A job's life: [`Shard::register`] creates it (refusing an id the shard holds, and a layout
+//! over the limits, before anything is logged or allocated), [`Shard::resume`] continues it on
+//! purpose, [`Shard::unregister`] forgets it (logged). Start-up is [`crate::recovery`].
+//!
 //! Transport-agnostic: [`crate::grpc`] translates requests and errors.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use cumulus_proto::paramstore::v1 as pb;
@@ -17,9 +20,13 @@ use crate::config::ShardConfig;
 use crate::error::{Result, StoreError};
 use crate::init::validate_inits;
 use crate::layout::JobLayout;
+use crate::limits::Limits;
 use crate::metrics as m;
-use crate::snapshot::{JobManifest, Manifest, SnapshotStore, by_tensor, validate_snapshot_id};
-use crate::state::ShardState;
+use crate::recovery::{Base, install, recover, request_digest};
+use crate::snapshot::{
+    Fallback, JobManifest, Manifest, SavedChunk, SnapshotStore, validate_snapshot_id,
+};
+use crate::state::{JobMeta, JobState, ShardState};
 use crate::wal::Wal;
 
 /// A running shard's core.
@@ -30,10 +37,18 @@ pub struct Shard {
     /// Pushes, clocks and registrations hold it shared across "log, then apply"; a snapshot holds
     /// it exclusively, so its copy reflects exactly the records in the segments it retires.
     gate: RwLock<()>,
+    /// Registrations, resumptions, unregistrations and restores go one at a time, so that a
+    /// check ("is this id held? does it fit?") still holds when its record is logged.
+    admin: tokio::sync::Mutex<()>,
+    /// One snapshot (or restore) at a time: each moves `base` and retires log segments.
+    snapshotting: tokio::sync::Mutex<()>,
+    limits: Limits,
     snapshots: SnapshotStore,
     config: ShardConfig,
     shutdown: watch::Receiver<bool>,
     last_snapshot: std::sync::Mutex<String>,
+    /// What the log replays onto now; what the next snapshot falls back to.
+    base: std::sync::Mutex<Base>,
     /// The last changed-since answer: ((job, since, except worker, encoding, watermark), chunks).
     pull_cache: std::sync::Mutex<Option<PullCacheEntry>>,
 }
@@ -61,7 +76,8 @@ fn incarnation(dir: &std::path::Path) -> Result<u64> {
 }
 
 impl Shard {
-    /// Opens the data directory: restores the latest complete snapshot, replays the log.
+    /// Opens the data directory: restores the newest usable snapshot and replays the log (see
+    /// [`crate::recovery`]).
     pub async fn open(config: ShardConfig, shutdown: watch::Receiver<bool>) -> Result<Arc<Shard>> {
         config.validate()?;
         std::fs::create_dir_all(&config.data_dir)?;
@@ -71,44 +87,33 @@ impl Shard {
             config.store_url.as_deref(),
             &config.data_dir.join("objects"),
         )?;
-        let state = ShardState::new(
-            config.shard_index,
-            config.shard_count,
-            config.sub_shards,
-            base_version,
-        );
-        let mut wal_from = 0;
-        let mut last_snapshot = String::new();
-        if let Some(id) = snapshots
-            .latest(config.shard_index, config.shard_count)
-            .await?
-        {
-            let loaded = snapshots
-                .load(&id, Some((config.shard_index, config.shard_count)))
-                .await?;
-            wal_from = loaded.manifests.first().map_or(0, |m| m.wal_from);
-            install(&state, loaded)?;
-            tracing::info!(snapshot = %id, wal_from, "restored snapshot");
-            last_snapshot = id;
-        }
-        let (wal, records) = Wal::open(&config.data_dir.join("wal"), wal_from, config.wal_fsync)?;
-        let replayed = records.len();
-        for rec in records {
-            replay(&state, &rec.payload, config.allow_non_finite)?;
-        }
+        let recovered = recover(&config, &snapshots, base_version).await?;
+        let state = recovered.state;
         tracing::info!(
-            records = replayed,
+            records = recovered.log.records,
             jobs = state.jobs().len(),
+            held_bytes = state.held_bytes(),
             "replayed write-ahead log"
         );
+        if !recovered.skipped.is_empty() {
+            tracing::error!(jobs = ?recovered.skipped, "salvage left these jobs out (over this shard's limits)");
+        }
+        let last_snapshot = match &recovered.base.source {
+            Fallback::Snapshot(id) => id.clone(),
+            _ => String::new(),
+        };
         Ok(Arc::new(Shard {
             state,
-            wal,
+            wal: recovered.wal,
             gate: RwLock::new(()),
+            admin: tokio::sync::Mutex::new(()),
+            snapshotting: tokio::sync::Mutex::new(()),
+            limits: Limits::of(&config),
             snapshots,
             config,
             shutdown,
             last_snapshot: std::sync::Mutex::new(last_snapshot),
+            base: std::sync::Mutex::new(recovered.base),
             pull_cache: std::sync::Mutex::new(None),
         }))
     }
@@ -118,20 +123,109 @@ impl Shard {
         &self.config
     }
 
-    /// Registers a job layout; `Ok(false)` when the same layout already exists.
-    pub async fn register(&self, req: pb::RegisterRequest) -> Result<bool> {
+    /// Registers a new job. An id this shard holds is refused ([`StoreError::JobExists`], or
+    /// [`StoreError::LayoutConflict`] for another layout), except the very same request while the
+    /// job is untouched (a retry of this registration): `created = false`. A layout over the
+    /// limits is refused before it is logged, so a restart never replays it.
+    pub async fn register(&self, req: pb::RegisterRequest) -> Result<pb::RegisterResponse> {
+        self.register_or_resume(req, false).await
+    }
+
+    /// Continues a job this shard holds with the same layout (clocks and de-duplication windows
+    /// kept, its stopping flag cleared; `pushes` says what it holds), or registers it as
+    /// [`Shard::register`] does when the shard does not hold it (`created = true`).
+    pub async fn resume(&self, req: pb::RegisterRequest) -> Result<pb::RegisterResponse> {
+        self.register_or_resume(req, true).await
+    }
+
+    async fn register_or_resume(
+        &self,
+        req: pb::RegisterRequest,
+        resume: bool,
+    ) -> Result<pb::RegisterResponse> {
         let layout = JobLayout::from_request(&req)?;
         validate_inits(&layout, &req.tensors)?;
-        let _gate = self.gate.read().await;
-        if !self.state.check_register(&layout)? {
-            // The same job again (a coordinator starting over): it is not stopping any more.
-            self.state.job(&layout.job_id)?.clocks.resume();
-            return Ok(false);
+        let digest = request_digest(&req);
+        let _admin = self.admin.lock().await;
+        if let Some(existing) = self.state.find(&layout.job_id) {
+            let pushes = existing.push_count();
+            if !existing.layout.same_as(&layout) {
+                return Err(StoreError::LayoutConflict(layout.job_id));
+            }
+            if resume {
+                existing.clocks.resume();
+                tracing::info!(job = %layout.job_id, pushes, "job resumed");
+                return Ok(pb::RegisterResponse {
+                    created: false,
+                    pushes,
+                });
+            }
+            if existing.untouched() && existing.meta.digest == Some(digest) {
+                return Ok(pb::RegisterResponse {
+                    created: false,
+                    pushes,
+                });
+            }
+            return Err(StoreError::JobExists {
+                job: layout.job_id,
+                pushes,
+            });
         }
+        let footprint = self.limits.admit(&layout, self.state.held_bytes())?;
+        let meta = JobMeta {
+            digest: Some(digest),
+            bytes: footprint.bytes,
+        };
         let inits: Vec<_> = req.tensors.iter().map(|t| t.init.clone()).collect();
+        let _gate = self.gate.read().await;
         self.log(Record::Register(req)).await?;
-        self.state.register(layout, &inits)?;
-        Ok(true)
+        self.state.register(layout, &inits, meta)?;
+        metrics::gauge!(m::HELD_BYTES).set(self.state.held_bytes() as f64);
+        Ok(pb::RegisterResponse {
+            created: true,
+            pushes: 0,
+        })
+    }
+
+    /// Forgets a job (logged): its memory is freed and its id may be registered anew. Waiting
+    /// pulls and clocks of it end as if it were stopped; pushes in flight are refused.
+    pub async fn unregister(&self, req: pb::UnregisterRequest) -> Result<pb::UnregisterResponse> {
+        let _admin = self.admin.lock().await;
+        let Some(job) = self.state.find(&req.job_id) else {
+            return Ok(pb::UnregisterResponse {
+                existed: false,
+                pushes: 0,
+            });
+        };
+        let id = req.job_id.clone();
+        {
+            // Exclusive: no push of the job is between "logged" and "applied" now, and none logs
+            // after the unregistration (each re-checks its job under the gate).
+            let _gate = self.gate.write().await;
+            self.log(Record::Unregister(req)).await?;
+            self.state.remove(&id);
+            *self
+                .pull_cache
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+        job.clocks.stop();
+        metrics::gauge!(m::HELD_BYTES).set(self.state.held_bytes() as f64);
+        let pushes = job.push_count();
+        tracing::info!(job = %id, pushes, "job unregistered");
+        Ok(pb::UnregisterResponse {
+            existed: true,
+            pushes,
+        })
+    }
+
+    /// Refuses a record for `job` when the job was unregistered (or replaced) since the caller
+    /// looked it up; called under the gate, so the answer holds until the record is logged.
+    fn still_registered(&self, job: &Arc<JobState>) -> Result<()> {
+        match self.state.find(&job.layout.job_id) {
+            Some(current) if Arc::ptr_eq(&current, job) => Ok(()),
+            _ => Err(StoreError::UnknownJob(job.layout.job_id.clone())),
+        }
     }
 
     /// A job's layout.
@@ -159,6 +253,7 @@ impl Shard {
             .map(|u| u.indices.len() + u.values.len())
             .sum();
         let _gate = self.gate.read().await;
+        self.still_registered(&job)?;
         let window = job
             .dedupe
             .get(req.worker as usize)
@@ -230,11 +325,7 @@ impl Shard {
     /// the first one's computation instead of repeating it — and reused until a push completes.
     /// Reuse is exact: pushes in flight all have versions above the watermark, so the caller's
     /// next pull (since that watermark) sees them.
-    fn pull_cached(
-        &self,
-        job: &crate::state::JobState,
-        req: &pb::PullRequest,
-    ) -> Result<Vec<pb::PullChunk>> {
+    fn pull_cached(&self, job: &JobState, req: &pb::PullRequest) -> Result<Vec<pb::PullChunk>> {
         let except = req.except_worker;
         if let Some(w) = except {
             job.clocks.check_worker(w)?;
@@ -296,6 +387,7 @@ impl Shard {
         let (worker, clock, wait, max_wait) = (req.worker, req.clock, req.wait, req.max_wait_ms);
         {
             let _gate = self.gate.read().await;
+            self.still_registered(&job)?;
             self.log(Record::Clock(req.clone())).await?;
             job.clocks.advance(req.worker, req.clock, req.leave)?;
         }
@@ -348,12 +440,23 @@ impl Shard {
             None => new_snapshot_id(),
         };
         let t0 = Instant::now();
+        let _one = self.snapshotting.lock().await;
         let (mut manifest, chunks) = {
             let _gate = self.gate.write().await;
             self.capture(&id).await?
         };
-        let bytes = self.snapshots.write(&mut manifest, &chunks).await?;
-        self.wal.remove_before(manifest.wal_from)?;
+        let base = self.base().clone();
+        let bytes = self
+            .snapshots
+            .write(&mut manifest, chunks, base.source.clone())
+            .await?;
+        // The segments since the base stay until the next snapshot: they are what recovery
+        // replays onto the base should this new snapshot turn out damaged.
+        self.wal.remove_before(base.wal_from)?;
+        *self.base() = Base {
+            source: Fallback::Snapshot(id.clone()),
+            wal_from: manifest.wal_from,
+        };
         metrics::gauge!(m::SNAPSHOT_BYTES).set(bytes as f64);
         metrics::gauge!(m::WAL_BYTES).set(self.wal.bytes() as f64);
         metrics::histogram!(m::SNAPSHOT_DURATION).record(t0.elapsed().as_secs_f64());
@@ -368,8 +471,14 @@ impl Shard {
         })
     }
 
+    fn base(&self) -> std::sync::MutexGuard<'_, Base> {
+        self.base
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Rotates the log and copies the state; the caller holds the gate exclusively.
-    async fn capture(&self, id: &str) -> Result<(Manifest, Vec<crate::snapshot::LoadedChunk>)> {
+    async fn capture(&self, id: &str) -> Result<(Manifest, Vec<SavedChunk>)> {
         let wal_from = self.wal.rotate().await?;
         let mut jobs = Vec::new();
         let mut chunks = Vec::new();
@@ -391,6 +500,8 @@ impl Shard {
                 chunk_size: l.chunk_size,
                 clocks: job.clocks.snapshot(),
                 dedupe,
+                digest: job.meta.digest,
+                pushes: job.push_count(),
             });
             for (t, start, values) in job.export_chunks() {
                 let name = l.tensors.get(t).map_or(String::new(), |m| m.name.clone());
@@ -404,11 +515,13 @@ impl Shard {
             wal_from,
             jobs,
             data_bytes: 0,
+            data_crc32: None,
         };
         Ok((manifest, chunks))
     }
 
     /// Replaces the state by snapshot `id` (any shard count), then snapshots it as this shard's own.
+    /// The restored state is held to this shard's limits.
     pub async fn restore(&self, id: &str) -> Result<pb::RestoreResponse> {
         let loaded = self.snapshots.load(id, None).await?;
         let own_id = format!(
@@ -416,6 +529,8 @@ impl Shard {
             id.chars().take(64).collect::<String>(),
             new_snapshot_id()
         );
+        let _admin = self.admin.lock().await;
+        let _one = self.snapshotting.lock().await;
         let (mut manifest, chunks, jobs) = {
             let _gate = self.gate.write().await;
             let fresh = ShardState::new(
@@ -424,7 +539,7 @@ impl Shard {
                 self.state.sub_shards,
                 self.state.base_version,
             );
-            install(&fresh, loaded)?;
+            install(&fresh, &self.limits, loaded, false, &mut Default::default())?;
             let jobs = fresh.jobs();
             let n = jobs.len() as u64;
             self.state.replace_all(jobs);
@@ -435,12 +550,20 @@ impl Shard {
             let (m, c) = self.capture(&own_id).await?;
             (m, c, n)
         };
-        self.snapshots.write(&mut manifest, &chunks).await?;
+        // The log before the restore does not lead to the restored state: nothing to fall back to.
+        self.snapshots
+            .write(&mut manifest, chunks, Fallback::None)
+            .await?;
         self.wal.remove_before(manifest.wal_from)?;
+        *self.base() = Base {
+            source: Fallback::Snapshot(own_id.clone()),
+            wal_from: manifest.wal_from,
+        };
         *self
             .last_snapshot
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = own_id;
+        metrics::gauge!(m::HELD_BYTES).set(self.state.held_bytes() as f64);
         Ok(pb::RestoreResponse { jobs })
     }
 
@@ -457,7 +580,7 @@ impl Shard {
                     version: j.watermark(),
                     min_clock: j.clocks.min_clock(),
                     max_clock: j.clocks.max_clock(),
-                    pushes: j.pushes.load(Ordering::Relaxed),
+                    pushes: j.push_count(),
                     chunks,
                     elements,
                 }
@@ -477,9 +600,20 @@ impl Shard {
         }
     }
 
-    /// Bytes in the write-ahead log.
+    /// Bytes in the write-ahead log, every segment kept.
     pub fn wal_bytes(&self) -> u64 {
         self.wal.bytes()
+    }
+
+    /// Bytes of the log the newest snapshot does not cover (what the next one would retire).
+    pub fn wal_bytes_since_snapshot(&self) -> u64 {
+        let from = self.base().wal_from;
+        self.wal.bytes_since(from)
+    }
+
+    /// Estimated bytes of the jobs this shard holds, and its limit.
+    pub fn held_bytes(&self) -> (u64, u64) {
+        (self.state.held_bytes(), self.limits.max_shard_bytes)
     }
 }
 
@@ -490,79 +624,4 @@ pub fn new_snapshot_id() -> String {
         .map(|d| d.as_millis())
         .unwrap_or(0);
     format!("{ms:020}")
-}
-
-/// Builds the jobs of a loaded snapshot into `state`, keeping only the chunks `state` owns.
-fn install(state: &ShardState, loaded: crate::snapshot::Loaded) -> Result<()> {
-    for manifest in &loaded.manifests {
-        for jm in &manifest.jobs {
-            let layout = JobLayout::new(
-                &jm.job_id,
-                jm.tensors.clone(),
-                &jm.sync,
-                jm.workers,
-                jm.chunk_size,
-            )?;
-            let job = state.register(layout, &[])?;
-            job.clocks.restore(&jm.clocks);
-            // Parts of a re-chunked snapshot each saw part of a worker's pushes: merge them.
-            for (dst, src) in job.dedupe.iter().zip(&jm.dedupe) {
-                let mut d = dst
-                    .try_lock()
-                    .map_err(|_| StoreError::invalid("dedupe window busy during restore"))?;
-                for &s in &src.recent {
-                    d.insert(s);
-                }
-                if src.any {
-                    d.insert(src.high);
-                }
-            }
-        }
-    }
-    for ((job_id, tensor), parts) in by_tensor(loaded.chunks) {
-        let job = state.job(&job_id)?;
-        let t = job.layout.tensor_index(&tensor)?;
-        for (start, values) in parts {
-            job.import_range(t, start, &values);
-        }
-    }
-    Ok(())
-}
-
-/// Applies one log record during start-up.
-fn replay(state: &ShardState, payload: &[u8], allow_non_finite: bool) -> Result<()> {
-    let rec = pb::WalRecord::decode(payload).map_err(|e| StoreError::CorruptWal {
-        path: "wal".into(),
-        offset: 0,
-        reason: e.to_string(),
-    })?;
-    match rec.record {
-        Some(Record::Register(req)) => {
-            let layout = JobLayout::from_request(&req)?;
-            let inits: Vec<_> = req.tensors.iter().map(|t| t.init.clone()).collect();
-            state.register(layout, &inits)?;
-        }
-        Some(Record::Push(req)) => {
-            let job = state.job(&req.job_id)?;
-            let valid = job.validate_push(&req, allow_non_finite)?;
-            let Some(window) = job.dedupe.get(req.worker as usize) else {
-                return Ok(());
-            };
-            let mut window = window
-                .try_lock()
-                .map_err(|_| StoreError::invalid("dedupe window busy during replay"))?;
-            if !window.seen(req.seq) {
-                job.apply_push(&valid);
-                window.insert(req.seq);
-            }
-        }
-        Some(Record::Clock(req)) => {
-            state
-                .job(&req.job_id)?
-                .clocks
-                .advance(req.worker, req.clock, req.leave)?;
-        }
-        None => {}
-    }
-    Ok(())
 }

@@ -4,18 +4,26 @@
 //!
 //! Layout under the store's prefix:
 //! `snapshots/{id}/shard-{i}-of-{n}/{data.safetensors, manifest.json, _DONE}` and
-//! `latest/shard-{i}-of-{n}` holding the id of that shard's newest complete snapshot.
+//! `latest/shard-{i}-of-{n}`, the shard's pointer: the id of its newest complete snapshot, then
+//! what recovery falls back to when that snapshot is damaged ([`Fallback`]).
 //! Chunks are saved with their flat start offset (`{job}/{tensor}@{start}`), so a snapshot taken
 //! with one shard count (or chunk size) is loaded by any other: each new shard keeps the elements
 //! of the chunks it owns.
+//!
+//! Nothing loads silently wrong: the manifest holds the CRC-32 and the length of the data file,
+//! the done-marker the CRC-32 of the manifest, and both are verified before a value is used. A
+//! mismatch is [`StoreError::CorruptSnapshot`] naming the file. (Snapshots written before the
+//! checksums have a bare `done` marker and load unverified, with a warning.)
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt};
-use safetensors::tensor::{Dtype, TensorView};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use safetensors::tensor::Dtype;
 
 use crate::clock::ClockSnapshot;
 use crate::error::{Result, StoreError};
@@ -38,6 +46,12 @@ pub struct JobManifest {
     pub clocks: ClockSnapshot,
     /// Per-worker deduplication windows.
     pub dedupe: Vec<SeqWindow>,
+    /// Digest of the registration request (absent in older snapshots).
+    #[serde(default)]
+    pub digest: Option<u64>,
+    /// Pushes applied to the job so far (0 in older snapshots).
+    #[serde(default)]
+    pub pushes: u64,
 }
 
 /// The manifest of one shard's part of a snapshot.
@@ -55,10 +69,15 @@ pub struct Manifest {
     pub jobs: Vec<JobManifest>,
     /// Bytes of the data file.
     pub data_bytes: u64,
+    /// CRC-32 of the data file (absent in snapshots written before checksums).
+    #[serde(default)]
+    pub data_crc32: Option<u32>,
 }
 
 /// One chunk read back: job, tensor, flat start, values.
 pub type LoadedChunk = (String, String, u64, Vec<f32>);
+/// One chunk to save: job, tensor, flat start, values as little-endian f32 bytes.
+pub type SavedChunk = (String, String, u64, Vec<u8>);
 
 /// A snapshot read back (one shard's part, or all parts for a re-chunking restore).
 #[derive(Debug, Default)]
@@ -67,6 +86,28 @@ pub struct Loaded {
     pub manifests: Vec<Manifest>,
     /// Every chunk of every part.
     pub chunks: Vec<LoadedChunk>,
+}
+
+/// What recovery falls back to when a shard's newest snapshot is damaged: the state the shard ran
+/// from when it wrote that snapshot, whose log segments it keeps until the next snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fallback {
+    /// An older complete snapshot, then the log from its `wal_from`.
+    Snapshot(String),
+    /// The empty state, then the whole log (the shard's first snapshot).
+    Empty,
+    /// Nothing: the newest snapshot is the only way back (it was written by a restore, or before
+    /// fallbacks were kept).
+    None,
+}
+
+/// A shard's `latest` pointer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pointer {
+    /// Its newest complete snapshot.
+    pub newest: String,
+    /// What to use when that one is damaged.
+    pub fallback: Fallback,
 }
 
 /// Snapshot ids appear in paths: keep them short and plain.
@@ -91,16 +132,77 @@ pub fn validate_snapshot_id(id: &str) -> Result<()> {
 pub struct SnapshotStore {
     store: Arc<dyn ObjectStore>,
     prefix: StorePath,
+    /// The local directory behind the store, when it is one: messages name real files.
+    local: Option<PathBuf>,
 }
 
 fn shard_dir(i: u32, n: u32) -> String {
     format!("shard-{i:05}-of-{n:05}")
 }
 
+/// The done-marker: `done`, then the manifest's CRC-32.
+fn marker(manifest_crc: u32) -> String {
+    format!("done\nmanifest_crc32 {manifest_crc:08x}\n")
+}
+
+/// The manifest CRC-32 a marker holds; `None` for a bare `done` (written before checksums).
+fn marker_crc(text: &str) -> std::result::Result<Option<u32>, String> {
+    let mut lines = text.lines();
+    if lines.next() != Some("done") {
+        return Err(format!(
+            "not a done-marker: {:?}",
+            text.chars().take(40).collect::<String>()
+        ));
+    }
+    match lines.next() {
+        None => Ok(None),
+        Some(line) => line
+            .strip_prefix("manifest_crc32 ")
+            .and_then(|h| u32::from_str_radix(h.trim(), 16).ok())
+            .map(Some)
+            .ok_or_else(|| format!("unreadable done-marker line {line:?}")),
+    }
+}
+
+fn pointer_text(p: &Pointer) -> String {
+    match &p.fallback {
+        Fallback::Snapshot(id) => format!("{}\nfallback {id}\n", p.newest),
+        Fallback::Empty => format!("{}\nfallback -\n", p.newest),
+        Fallback::None => format!("{}\n", p.newest),
+    }
+}
+
+fn parse_pointer(text: &str) -> Result<Pointer> {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let newest = lines.next().unwrap_or_default().to_owned();
+    validate_snapshot_id(&newest)?;
+    let fallback = match lines.next() {
+        None => Fallback::None,
+        Some("fallback -") => Fallback::Empty,
+        Some(line) => match line.strip_prefix("fallback ") {
+            Some(id) => {
+                validate_snapshot_id(id)?;
+                Fallback::Snapshot(id.to_owned())
+            }
+            None => {
+                return Err(StoreError::CorruptSnapshot {
+                    id: newest,
+                    reason: format!("unreadable line {line:?} in the latest pointer"),
+                });
+            }
+        },
+    };
+    Ok(Pointer { newest, fallback })
+}
+
 impl SnapshotStore {
     /// A store rooted at `prefix` of `store`.
     pub fn new(store: Arc<dyn ObjectStore>, prefix: StorePath) -> Self {
-        Self { store, prefix }
+        Self {
+            store,
+            prefix,
+            local: None,
+        }
     }
 
     /// Opens `url` (`s3://…`, `gs://…`, `az://…`, `file:///…`, `memory:///`) or, when `None`, a
@@ -110,20 +212,29 @@ impl SnapshotStore {
             None => {
                 std::fs::create_dir_all(local_dir)?;
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(local_dir)?;
-                Ok(Self::new(Arc::new(fs), StorePath::default()))
+                let mut s = Self::new(Arc::new(fs), StorePath::default());
+                s.local = Some(local_dir.to_owned());
+                Ok(s)
             }
             Some(url) => {
                 let parsed = url::Url::parse(url).map_err(|e| {
                     StoreError::invalid(format!("--store '{url}' is not a URL: {e}"))
                 })?;
+                let mut local = None;
                 if parsed.scheme() == "file" {
                     // parse_url's local store needs the directory to exist.
                     if let Ok(p) = parsed.to_file_path() {
-                        std::fs::create_dir_all(p)?;
+                        std::fs::create_dir_all(&p)?;
+                        local = Some(p);
                     }
                 }
                 let (store, prefix) = object_store::parse_url(&parsed)?;
-                Ok(Self::new(Arc::from(store), prefix))
+                let mut s = Self::new(Arc::from(store), prefix);
+                if local.is_some() {
+                    // parse_url roots a file:// store at `/` and puts the directory in the prefix.
+                    s.local = Some(PathBuf::from("/"));
+                }
+                Ok(s)
             }
         }
     }
@@ -136,18 +247,33 @@ impl SnapshotStore {
         p
     }
 
+    /// How a message names the object `rel`: its file where the store is a local directory.
+    pub fn describe(&self, rel: &str) -> String {
+        let p = self.path(rel);
+        match &self.local {
+            Some(root) => root.join(p.as_ref()).display().to_string(),
+            None => p.to_string(),
+        }
+    }
+
     /// Writes one shard's part of snapshot `manifest.snapshot_id`: data, manifest, done-marker,
-    /// then the shard's `latest` pointer. Returns the bytes written.
-    pub async fn write(&self, manifest: &mut Manifest, chunks: &[LoadedChunk]) -> Result<u64> {
+    /// then the shard's `latest` pointer (with `fallback`). Returns the bytes written.
+    pub async fn write(
+        &self,
+        manifest: &mut Manifest,
+        chunks: Vec<SavedChunk>,
+        fallback: Fallback,
+    ) -> Result<u64> {
         let dir = format!(
             "snapshots/{}/{}",
             manifest.snapshot_id,
             shard_dir(manifest.shard_index, manifest.shard_count)
         );
-        let data = encode_chunks(chunks, &manifest.snapshot_id)?;
-        manifest.data_bytes = data.len() as u64;
+        let (data, len, crc) = encode_chunks(chunks, &manifest.snapshot_id)?;
+        manifest.data_bytes = len;
+        manifest.data_crc32 = Some(crc);
         self.store
-            .put(&self.path(&format!("{dir}/data.safetensors")), data.into())
+            .put(&self.path(&format!("{dir}/data.safetensors")), data)
             .await?;
         let json =
             serde_json::to_vec_pretty(manifest).map_err(|e| StoreError::CorruptSnapshot {
@@ -155,15 +281,20 @@ impl SnapshotStore {
                 reason: e.to_string(),
             })?;
         let json_len = json.len() as u64;
+        let manifest_crc = crc32fast::hash(&json);
         self.store
             .put(&self.path(&format!("{dir}/manifest.json")), json.into())
             .await?;
         self.store
             .put(
                 &self.path(&format!("{dir}/_DONE")),
-                b"done\n".to_vec().into(),
+                marker(manifest_crc).into_bytes().into(),
             )
             .await?;
+        let pointer = Pointer {
+            newest: manifest.snapshot_id.clone(),
+            fallback,
+        };
         let latest = format!(
             "latest/{}",
             shard_dir(manifest.shard_index, manifest.shard_count)
@@ -171,27 +302,82 @@ impl SnapshotStore {
         self.store
             .put(
                 &self.path(&latest),
-                manifest.snapshot_id.clone().into_bytes().into(),
+                pointer_text(&pointer).into_bytes().into(),
             )
             .await?;
         Ok(manifest.data_bytes + json_len)
     }
 
-    /// The newest complete snapshot of shard `i` of `n`, if any.
-    pub async fn latest(&self, i: u32, n: u32) -> Result<Option<String>> {
+    /// The pointer of shard `i` of `n`: its newest complete snapshot and its fallback, if any.
+    pub async fn latest(&self, i: u32, n: u32) -> Result<Option<Pointer>> {
         let latest = format!("latest/{}", shard_dir(i, n));
         match self.store.get(&self.path(&latest)).await {
             Ok(r) => {
-                let id = String::from_utf8_lossy(&r.bytes().await?).trim().to_owned();
-                validate_snapshot_id(&id)?;
-                Ok(Some(id))
+                let text = String::from_utf8_lossy(&r.bytes().await?).into_owned();
+                parse_pointer(&text).map(Some)
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Reads snapshot `id`: only shard `only`'s part, or every part (all must be complete).
+    /// An object of a snapshot part; a missing one is a damaged snapshot (its marker exists).
+    async fn get_part(&self, id: &str, rel: &str) -> Result<Bytes> {
+        match self.store.get(&self.path(rel)).await {
+            Ok(r) => Ok(r.bytes().await?),
+            Err(object_store::Error::NotFound { .. }) => Err(StoreError::CorruptSnapshot {
+                id: id.to_owned(),
+                reason: format!("{} is missing", self.describe(rel)),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The verified manifest of one part (`base`: the part's directory).
+    async fn manifest(&self, id: &str, base: &str) -> Result<Manifest> {
+        let bad = |rel: &str, why: String| StoreError::CorruptSnapshot {
+            id: id.to_owned(),
+            reason: format!("{}: {why}", self.describe(rel)),
+        };
+        let done_rel = format!("{base}/_DONE");
+        let done = match self.store.get(&self.path(&done_rel)).await {
+            Ok(r) => r.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StoreError::UnknownSnapshot(format!("{id} ({base})")));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let want = marker_crc(&String::from_utf8_lossy(&done)).map_err(|e| bad(&done_rel, e))?;
+        let manifest_rel = format!("{base}/manifest.json");
+        let json = self.get_part(id, &manifest_rel).await?;
+        match want {
+            Some(want) if crc32fast::hash(&json) != want => {
+                return Err(bad(
+                    &manifest_rel,
+                    format!(
+                        "checksum {:08x} where the done-marker says {want:08x}",
+                        crc32fast::hash(&json)
+                    ),
+                ));
+            }
+            Some(_) => {}
+            None => {
+                tracing::warn!(snapshot = %id, part = %base, "snapshot written before checksums: loaded unverified")
+            }
+        }
+        serde_json::from_slice(&json).map_err(|e| bad(&manifest_rel, e.to_string()))
+    }
+
+    /// The write-ahead log segment a shard's part of snapshot `id` replays from (its manifest
+    /// only, verified).
+    pub async fn wal_from(&self, id: &str, i: u32, n: u32) -> Result<u64> {
+        validate_snapshot_id(id)?;
+        let base = format!("snapshots/{id}/{}", shard_dir(i, n));
+        Ok(self.manifest(id, &base).await?.wal_from)
+    }
+
+    /// Reads snapshot `id`: only shard `only`'s part, or every part (all must be complete). Every
+    /// part is verified against its checksums first.
     pub async fn load(&self, id: &str, only: Option<(u32, u32)>) -> Result<Loaded> {
         validate_snapshot_id(id)?;
         let dirs: Vec<String> = match only {
@@ -201,31 +387,29 @@ impl SnapshotStore {
         let mut out = Loaded::default();
         for dir in dirs {
             let base = format!("snapshots/{id}/{dir}");
-            match self.store.head(&self.path(&format!("{base}/_DONE"))).await {
-                Ok(_) => {}
-                Err(object_store::Error::NotFound { .. }) => {
-                    return Err(StoreError::UnknownSnapshot(format!("{id} ({dir})")));
-                }
-                Err(e) => return Err(e.into()),
+            let manifest = self.manifest(id, &base).await?;
+            let data_rel = format!("{base}/data.safetensors");
+            let data = self.get_part(id, &data_rel).await?;
+            let bad = |why: String| StoreError::CorruptSnapshot {
+                id: id.to_owned(),
+                reason: format!("{}: {why}", self.describe(&data_rel)),
+            };
+            if data.len() as u64 != manifest.data_bytes {
+                return Err(bad(format!(
+                    "{} bytes where the manifest says {}",
+                    data.len(),
+                    manifest.data_bytes
+                )));
             }
-            let manifest = self
-                .store
-                .get(&self.path(&format!("{base}/manifest.json")))
-                .await?
-                .bytes()
-                .await?;
-            let manifest: Manifest =
-                serde_json::from_slice(&manifest).map_err(|e| StoreError::CorruptSnapshot {
-                    id: id.to_owned(),
-                    reason: format!("{dir} manifest: {e}"),
-                })?;
-            let data = self
-                .store
-                .get(&self.path(&format!("{base}/data.safetensors")))
-                .await?
-                .bytes()
-                .await?;
-            decode_chunks(&data, id, &mut out.chunks)?;
+            if let Some(want) = manifest.data_crc32
+                && crc32fast::hash(&data) != want
+            {
+                return Err(bad(format!(
+                    "checksum {:08x} where the manifest says {want:08x}",
+                    crc32fast::hash(&data)
+                )));
+            }
+            decode_chunks(&data, &mut out.chunks).map_err(bad)?;
             out.manifests.push(manifest);
         }
         Ok(out)
@@ -272,33 +456,46 @@ impl SnapshotStore {
     }
 }
 
-fn encode_chunks(chunks: &[LoadedChunk], id: &str) -> Result<Vec<u8>> {
-    let bytes: Vec<Vec<u8>> = chunks
-        .iter()
-        .map(|(_, _, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let mut views = Vec::with_capacity(chunks.len());
-    for ((job, tensor, start, values), data) in chunks.iter().zip(&bytes) {
-        let view = TensorView::new(Dtype::F32, vec![values.len()], data).map_err(|e| {
-            StoreError::CorruptSnapshot {
-                id: id.to_owned(),
-                reason: e.to_string(),
-            }
-        })?;
-        views.push((format!("{job}/{tensor}@{start}"), view));
+/// The safetensors file of `chunks` as parts for one upload (header, then each chunk's bytes
+/// as they are: no second copy of the values), with its length and CRC-32.
+fn encode_chunks(chunks: Vec<SavedChunk>, id: &str) -> Result<(PutPayload, u64, u32)> {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0u64;
+    for (job, tensor, start, bytes) in &chunks {
+        let end = offset + bytes.len() as u64;
+        header.insert(
+            format!("{job}/{tensor}@{start}"),
+            serde_json::json!({
+                "dtype": "F32",
+                "shape": [bytes.len() / 4],
+                "data_offsets": [offset, end],
+            }),
+        );
+        offset = end;
     }
-    safetensors::serialize(views, None).map_err(|e| StoreError::CorruptSnapshot {
+    let mut json = serde_json::to_vec(&header).map_err(|e| StoreError::CorruptSnapshot {
         id: id.to_owned(),
         reason: e.to_string(),
-    })
+    })?;
+    // The data starts 8-byte aligned, as safetensors' own writer keeps it.
+    while (json.len() + 8) % 8 != 0 {
+        json.push(b' ');
+    }
+    let mut head = (json.len() as u64).to_le_bytes().to_vec();
+    head.extend_from_slice(&json);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    let len = head.len() as u64 + offset;
+    let mut parts = vec![Bytes::from(head)];
+    for (_, _, _, bytes) in chunks {
+        crc.update(&bytes);
+        parts.push(Bytes::from(bytes));
+    }
+    Ok((parts.into_iter().collect(), len, crc.finalize()))
 }
 
-fn decode_chunks(data: &[u8], id: &str, out: &mut Vec<LoadedChunk>) -> Result<()> {
-    let bad = |reason: String| StoreError::CorruptSnapshot {
-        id: id.to_owned(),
-        reason,
-    };
-    let st = safetensors::SafeTensors::deserialize(data).map_err(|e| bad(e.to_string()))?;
+fn decode_chunks(data: &[u8], out: &mut Vec<LoadedChunk>) -> std::result::Result<(), String> {
+    let st = safetensors::SafeTensors::deserialize(data).map_err(|e| e.to_string())?;
     for (name, view) in st.tensors() {
         let parsed = name.split_once('/').and_then(|(job, rest)| {
             let (tensor, start) = rest.rsplit_once('@')?;
@@ -309,10 +506,10 @@ fn decode_chunks(data: &[u8], id: &str, out: &mut Vec<LoadedChunk>) -> Result<()
             ))
         });
         let Some((job, tensor, start)) = parsed else {
-            return Err(bad(format!("bad entry name '{name}'")));
+            return Err(format!("bad entry name '{name}'"));
         };
         if view.dtype() != Dtype::F32 {
-            return Err(bad(format!("entry '{name}' is not F32")));
+            return Err(format!("entry '{name}' is not F32"));
         }
         let values = view
             .data()
@@ -334,4 +531,89 @@ pub fn by_tensor(chunks: Vec<LoadedChunk>) -> HashMap<(String, String), Vec<Tens
         map.entry((job, tensor)).or_default().push((start, values));
     }
     map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(id: &str) -> Manifest {
+        Manifest {
+            snapshot_id: id.into(),
+            shard_index: 0,
+            shard_count: 1,
+            wal_from: 3,
+            jobs: Vec::new(),
+            data_bytes: 0,
+            data_crc32: None,
+        }
+    }
+
+    fn chunk(start: u64, values: &[f32]) -> SavedChunk {
+        let mut bytes = Vec::new();
+        crate::chunk::extend_le(&mut bytes, values);
+        ("j".into(), "w".into(), start, bytes)
+    }
+
+    #[tokio::test]
+    async fn snapshots_round_trip_and_any_flipped_byte_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SnapshotStore::open(None, dir.path()).unwrap();
+        let mut m = manifest("s1");
+        let chunks = vec![chunk(0, &[1.0, 2.0, 3.0]), chunk(3, &[4.5])];
+        store.write(&mut m, chunks, Fallback::Empty).await.unwrap();
+        let loaded = store.load("s1", Some((0, 1))).await.unwrap();
+        let mut got = loaded.chunks.clone();
+        got.sort_by_key(|c| c.2);
+        assert_eq!(got[0].3, vec![1.0, 2.0, 3.0]);
+        assert_eq!(got[1].3, vec![4.5]);
+        assert_eq!(loaded.manifests[0].wal_from, 3);
+        let pointer = store.latest(0, 1).await.unwrap().unwrap();
+        assert_eq!(pointer.fallback, Fallback::Empty);
+
+        let part = dir.path().join("snapshots/s1/shard-00000-of-00001");
+        for file in ["data.safetensors", "manifest.json"] {
+            let path = part.join(file);
+            let clean = std::fs::read(&path).unwrap();
+            // A byte in the middle of the values, or of the manifest.
+            let mut bad = clean.clone();
+            let at = bad.len() - 3;
+            bad[at] ^= 0x01;
+            std::fs::write(&path, &bad).unwrap();
+            let err = store.load("s1", Some((0, 1))).await.unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, StoreError::CorruptSnapshot { .. }), "{msg}");
+            assert!(msg.contains("checksum"), "{msg}");
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+            std::fs::write(&path, &clean).unwrap();
+        }
+        std::fs::remove_file(part.join("data.safetensors")).unwrap();
+        let msg = store
+            .load("s1", Some((0, 1)))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("missing"), "{msg}");
+    }
+
+    #[test]
+    fn pointers_and_markers_parse() {
+        for fallback in [
+            Fallback::None,
+            Fallback::Empty,
+            Fallback::Snapshot("older".into()),
+        ] {
+            let p = Pointer {
+                newest: "new".into(),
+                fallback,
+            };
+            assert_eq!(parse_pointer(&pointer_text(&p)).unwrap(), p);
+        }
+        // A pointer written before fallbacks: the bare id.
+        assert_eq!(parse_pointer("0001").unwrap().fallback, Fallback::None);
+        assert!(parse_pointer("a\nnonsense").is_err());
+        assert_eq!(marker_crc("done\n").unwrap(), None);
+        assert_eq!(marker_crc(&marker(0xdead_beef)).unwrap(), Some(0xdead_beef));
+        assert!(marker_crc("nope").is_err());
+    }
 }

@@ -62,9 +62,22 @@ struct Versions {
     in_flight: BTreeSet<u64>,
 }
 
+/// What a shard knows about a job besides its layout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JobMeta {
+    /// Digest of the registration request (layout and initializers): the same request again, on
+    /// a job nothing has touched yet, is a retry of that registration. `None` for jobs restored
+    /// from snapshots written before digests were kept.
+    pub digest: Option<u64>,
+    /// Estimated bytes the job holds on this shard ([`crate::limits::JobFootprint`]).
+    pub bytes: u64,
+}
+
 /// One registered job on one shard.
 #[derive(Debug)]
 pub struct JobState {
+    /// Its registration digest and footprint.
+    pub meta: JobMeta,
     /// The validated layout (every shard holds all of it).
     pub layout: JobLayout,
     /// Worker clocks.
@@ -129,11 +142,15 @@ impl JobState {
     pub fn new(
         layout: JobLayout,
         inits: &[Option<pb::Initializer>],
-        shard_index: u32,
-        shard_count: u32,
-        sub_shards: usize,
-        base_version: u64,
+        meta: JobMeta,
+        shard: &ShardState,
     ) -> Result<Self> {
+        let (shard_index, shard_count, sub_shards, base_version) = (
+            shard.shard_index,
+            shard.shard_count,
+            shard.sub_shards,
+            shard.base_version,
+        );
         let subs_n = sub_shards.max(1);
         let mut subs: Vec<SubShard> = (0..subs_n).map(|_| SubShard::default()).collect();
         let mut slots = Vec::with_capacity(layout.tensors.len());
@@ -174,6 +191,7 @@ impl JobState {
             .map(|_| tokio::sync::Mutex::default())
             .collect();
         Ok(Self {
+            meta,
             layout,
             clocks,
             slots,
@@ -488,13 +506,16 @@ impl JobState {
         Ok(out)
     }
 
-    /// Copies every owned chunk (tensor index, chunk start, values) for a snapshot.
-    pub fn export_chunks(&self) -> Vec<(usize, u64, Vec<f32>)> {
+    /// Copies every owned chunk (tensor index, chunk start, values as little-endian f32 bytes)
+    /// for a snapshot: one copy, in the form it is saved in.
+    pub fn export_chunks(&self) -> Vec<(usize, u64, Vec<u8>)> {
         let mut out = Vec::new();
         for sub in &self.subs {
             let sub = lock(sub);
             for c in &sub.chunks {
-                out.push((c.tensor as usize, c.start, c.values.clone()));
+                let mut bytes = Vec::with_capacity(4 * c.values.len());
+                crate::chunk::extend_le(&mut bytes, &c.values);
+                out.push((c.tensor as usize, c.start, bytes));
             }
         }
         out.sort_by_key(|(t, s, _)| (*t, *s));
@@ -506,6 +527,24 @@ impl JobState {
         self.for_each_owned_run(t, start, values, |_, _, (dst, src)| {
             dst.copy_from_slice(src)
         });
+    }
+
+    /// Pushes applied, ever (restored from snapshots too).
+    pub fn push_count(&self) -> u64 {
+        self.pushes.load(Ordering::Relaxed)
+    }
+
+    /// Whether nothing has touched the job since it was registered: no push applied, no clock
+    /// advanced, nobody left.
+    pub fn untouched(&self) -> bool {
+        let clocks = self.clocks.snapshot();
+        self.push_count() == 0
+            && clocks.clocks.iter().all(|&c| c == 0)
+            && clocks.left.iter().all(|&l| !l)
+            && self
+                .dedupe
+                .iter()
+                .all(|w| w.try_lock().is_ok_and(|w| !w.any))
     }
 
     /// Owned chunks and elements.
@@ -568,35 +607,40 @@ impl ShardState {
         v
     }
 
-    /// Checks a registration: `Ok(false)` when the same layout is already registered.
-    pub fn check_register(&self, layout: &JobLayout) -> Result<bool> {
-        match self.job(&layout.job_id) {
-            Ok(existing) if existing.layout.same_as(layout) => Ok(false),
-            Ok(_) => Err(StoreError::LayoutConflict(layout.job_id.clone())),
-            Err(_) => Ok(true),
-        }
+    /// The job registered under `id`, if any.
+    pub fn find(&self, id: &str) -> Option<Arc<JobState>> {
+        let jobs = self.jobs.read().unwrap_or_else(PoisonError::into_inner);
+        jobs.get(id).cloned()
     }
 
-    /// Registers a job (after [`ShardState::check_register`]); an existing job is kept.
+    /// Registers a job whose id is not registered (the caller checked, under the shard's
+    /// registration lock); an existing job is kept.
     pub fn register(
         &self,
         layout: JobLayout,
         inits: &[Option<pb::Initializer>],
+        meta: JobMeta,
     ) -> Result<Arc<JobState>> {
-        if let Ok(existing) = self.job(&layout.job_id) {
+        if let Some(existing) = self.find(&layout.job_id) {
             return Ok(existing);
         }
         let id = layout.job_id.clone();
-        let job = Arc::new(JobState::new(
-            layout,
-            inits,
-            self.shard_index,
-            self.shard_count,
-            self.sub_shards,
-            self.base_version,
-        )?);
+        let job = Arc::new(JobState::new(layout, inits, meta, self)?);
         let mut jobs = self.jobs.write().unwrap_or_else(PoisonError::into_inner);
         Ok(jobs.entry(id).or_insert(job).clone())
+    }
+
+    /// Forgets a job; returns it when it was registered.
+    pub fn remove(&self, id: &str) -> Option<Arc<JobState>> {
+        let mut jobs = self.jobs.write().unwrap_or_else(PoisonError::into_inner);
+        jobs.remove(id)
+    }
+
+    /// Estimated bytes of every job this shard holds.
+    pub fn held_bytes(&self) -> u64 {
+        let jobs = self.jobs.read().unwrap_or_else(PoisonError::into_inner);
+        jobs.values()
+            .fold(0u64, |acc, j| acc.saturating_add(j.meta.bytes))
     }
 
     /// Replaces every job (restore from a snapshot).

@@ -7,7 +7,13 @@ use rand::{Rng, SeedableRng};
 #[test]
 fn changed_since_matches_brute_force() {
     let layout = JobLayout::new("j", vec![("w".into(), vec![1000])], "asp", 3, 100).unwrap();
-    let job = JobState::new(layout, &[], 0, 1, 4, 0).unwrap();
+    let job = JobState::new(
+        layout,
+        &[],
+        JobMeta::default(),
+        &ShardState::new(0, 1, 4, 0),
+    )
+    .unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     // Per entry, the version of each worker's last change.
     let mut last_change = vec![[0u64; 3]; 1000];

@@ -3,8 +3,11 @@
 //!
 //! [`search`] steps up through the plan's rates until one fails, then bisects between the last
 //! rate that held and the first that did not, until the bracket is narrower than `tolerance`
-//! (relative) or `bisect_steps` runs were spent. It takes the run as a function, so the search is
-//! tested without a network; [`sweep`] plugs in [`run`](super::run).
+//! (relative) or `bisect_steps` runs were spent. On a shared machine a transient stall can fail
+//! one run at a rate the server sustains, so with `retries > 0` a stepped rate that fails is run
+//! again up to that many times and holds if any of its runs holds (bisection runs are single: they
+//! only narrow a bracket that a confirmed failure opened). It takes the run as a function, so the
+//! search is tested without a network; [`sweep`] plugs in [`run`](super::run).
 
 use std::future::Future;
 use std::time::Duration;
@@ -28,6 +31,9 @@ pub struct SweepPlan {
     pub max_error_rate: f64,
     /// Quiet seconds between runs, so one run's backlog does not spill into the next.
     pub pause_s: f64,
+    /// Extra runs at a stepped rate that failed before it counts as failed (it holds if any
+    /// holds); bisection runs are not repeated.
+    pub retries: usize,
 }
 
 impl Default for SweepPlan {
@@ -38,6 +44,7 @@ impl Default for SweepPlan {
             tolerance: 0.05,
             max_error_rate: 0.01,
             pause_s: 1.0,
+            retries: 0,
         }
     }
 }
@@ -103,10 +110,12 @@ impl SweepResult {
         runs
     }
 
-    /// The run at the maximum sustainable rate.
+    /// A run that held at the maximum sustainable rate.
     pub fn best(&self) -> Option<&RunResult> {
         let rate = self.max_sustainable_rate?;
-        self.runs.iter().find(|r| r.target_rate == rate)
+        self.runs
+            .iter()
+            .find(|r| r.target_rate == rate && sustainable(r, self.max_error_rate))
     }
 }
 
@@ -126,18 +135,29 @@ where
     rates.sort_by(f64::total_cmp);
     rates.dedup();
     let mut runs = Vec::new();
+    // Run `rate`, again up to `plan.retries` times while it fails; whether any run held.
+    let mut attempt = async |rate: f64, runs: &mut Vec<RunResult>| -> Result<bool> {
+        for attempt in 0..=plan.retries {
+            let run = probe(rate).await?;
+            let held = sustainable(&run, plan.max_error_rate);
+            tracing::info!(
+                rate,
+                attempt,
+                held,
+                p99_ms = run.latency.p99_ms,
+                error_rate = run.error_rate,
+                "sweep run"
+            );
+            runs.push(run);
+            if held {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
     let (mut good, mut bad): (Option<f64>, Option<f64>) = (None, None);
     for rate in rates {
-        let run = probe(rate).await?;
-        let held = sustainable(&run, plan.max_error_rate);
-        tracing::info!(
-            rate,
-            held,
-            p99_ms = run.latency.p99_ms,
-            error_rate = run.error_rate,
-            "sweep step"
-        );
-        runs.push(run);
+        let held = attempt(rate, &mut runs).await?;
         if held {
             good = Some(rate);
         } else {
@@ -326,6 +346,38 @@ pub(crate) mod tests {
         assert_eq!(r.first_unsustainable_rate, Some(20.0));
         assert!(!sustainable(&fake_run(1.0, 26.0, 0.0), 0.01));
         assert!(sustainable(&fake_run(1.0, 25.0, 0.009), 0.01));
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_is_retried_and_a_lasting_one_is_not_hidden() {
+        // Capacity 500, but the first run at 200 stalls (p99 300 ms) once.
+        let mut calls_at_200 = 0;
+        let plan = SweepPlan {
+            bisect_steps: 0,
+            retries: 1,
+            ..SweepPlan::new(vec![100.0, 200.0, 400.0, 800.0])
+        };
+        let r = search(&plan, 25.0, |rate| {
+            let p99 = if rate == 200.0 && {
+                calls_at_200 += 1;
+                calls_at_200 == 1
+            } {
+                300.0
+            } else if rate <= 500.0 {
+                5.0
+            } else {
+                500.0
+            };
+            std::future::ready(Ok(fake_run(rate, p99, 0.0)))
+        })
+        .await
+        .unwrap();
+        let rates: Vec<f64> = r.runs.iter().map(|x| x.target_rate).collect();
+        // 200 failed, was retried and held; 800 failed twice.
+        assert_eq!(rates, vec![100.0, 200.0, 200.0, 400.0, 800.0, 800.0]);
+        assert_eq!(r.max_sustainable_rate, Some(400.0));
+        assert_eq!(r.first_unsustainable_rate, Some(800.0));
+        assert!(sustainable(r.best().unwrap(), 0.01));
     }
 
     #[tokio::test]

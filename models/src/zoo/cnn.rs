@@ -16,7 +16,7 @@ use candle_core::Tensor;
 use crate::blocks::{Activation, Conv2d, Linear, max_pool2x2};
 use crate::config::LenetConfig;
 use crate::error::{ModelError, Result};
-use crate::layer::{Layer, ParamBuilder, ParamInfo, expect_dim, expect_rank};
+use crate::layer::{Layer, ParamBuilder, ParamInfo, expect_dim, expect_rank, sat_mul, sat_sum};
 
 use super::mlp::DenseLayer;
 
@@ -79,7 +79,8 @@ impl Layer for ConvPool {
     fn flops(&self, input: &[usize]) -> u64 {
         let conv = self.conv.flops(input);
         // ReLU and pooling touch each conv output about twice.
-        conv + conv / (input.get(1).copied().unwrap_or(1) * 25).max(1) as u64 * 2
+        let per_output = sat_mul(&[input.get(1).copied().unwrap_or(1), 25]).max(1);
+        sat_sum(&[conv, (conv / per_output).saturating_mul(2)])
     }
 
     fn forward_t(&self, xs: &Tensor, _train: bool) -> candle_core::Result<Tensor> {
@@ -124,8 +125,11 @@ impl Layer for FlattenLinear {
     }
 
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        let features: usize = input.iter().skip(1).product();
-        if input.len() < 2 || features != self.fan_in {
+        let features = input
+            .iter()
+            .skip(1)
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        if input.len() < 2 || features != Some(self.fan_in) {
             return Err(ModelError::input(
                 &self.name,
                 format!(
@@ -139,7 +143,7 @@ impl Layer for FlattenLinear {
 
     fn flops(&self, input: &[usize]) -> u64 {
         let rows = input.first().copied().unwrap_or(0);
-        self.fc.flops(rows) + (rows * self.fan_out) as u64
+        sat_sum(&[self.fc.flops(rows), sat_mul(&[rows, self.fan_out])])
     }
 
     fn forward_t(&self, xs: &Tensor, _train: bool) -> candle_core::Result<Tensor> {

@@ -13,7 +13,9 @@ use candle_core::{D, DType, Tensor};
 use crate::blocks::{check_float_ids, gather_rows, to_candle};
 use crate::config::{LogregConfig, SparseLogregConfig};
 use crate::error::Result;
-use crate::layer::{Init, Layer, ParamBuilder, ParamInfo, expect_dim, expect_rank};
+use crate::layer::{
+    Init, Layer, ParamBuilder, ParamInfo, expect_dim, expect_rank, sat_mul, sat_sum,
+};
 
 use super::mlp::DenseLayer;
 
@@ -104,8 +106,14 @@ impl Layer for SparseLinear {
     }
 
     fn flops(&self, input: &[usize]) -> u64 {
-        let pairs: usize = input.iter().take(2).product();
-        (2 * pairs * self.n_outputs + input.first().copied().unwrap_or(0) * self.n_outputs) as u64
+        let (batch, pairs) = (
+            input.first().copied().unwrap_or(0),
+            input.get(1).copied().unwrap_or(0),
+        );
+        sat_sum(&[
+            sat_mul(&[2, batch, pairs, self.n_outputs]),
+            sat_mul(&[batch, self.n_outputs]),
+        ])
     }
 
     fn forward_t(&self, xs: &Tensor, _train: bool) -> candle_core::Result<Tensor> {

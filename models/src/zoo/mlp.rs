@@ -7,7 +7,7 @@ use candle_core::Tensor;
 use crate::blocks::{Activation, Linear, dropout};
 use crate::config::MlpConfig;
 use crate::error::Result;
-use crate::layer::{Layer, ParamBuilder, ParamInfo, expect_dim, expect_rank};
+use crate::layer::{Layer, ParamBuilder, ParamInfo, expect_dim, expect_rank, sat_mul, sat_sum};
 
 /// `activation(x W^T + b)` with dropout in training; input `[batch, in]`, output `[batch, out]`.
 pub struct DenseLayer {
@@ -70,11 +70,11 @@ impl Layer for DenseLayer {
     fn flops(&self, input: &[usize]) -> u64 {
         let rows = input.first().copied().unwrap_or(0);
         let act = if self.activation.is_some() {
-            rows * self.fan_out
+            sat_mul(&[rows, self.fan_out])
         } else {
             0
         };
-        self.fc.flops(rows) + act as u64
+        sat_sum(&[self.fc.flops(rows), act])
     }
 
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {

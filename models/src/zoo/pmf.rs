@@ -10,7 +10,7 @@ use candle_core::{DType, Tensor};
 use crate::blocks::{check_ids, gather_rows, to_candle};
 use crate::config::PmfConfig;
 use crate::error::Result;
-use crate::layer::{Init, Layer, ParamBuilder, ParamInfo, expect_dim, expect_rank};
+use crate::layer::{Init, Layer, ParamBuilder, ParamInfo, expect_dim, expect_rank, sat_mul};
 
 /// The whole factorization model as one layer.
 pub struct MatrixFactorization {
@@ -81,7 +81,7 @@ impl Layer for MatrixFactorization {
 
     fn flops(&self, input: &[usize]) -> u64 {
         let k = self.user_factors.dims().get(1).copied().unwrap_or(0);
-        (input.first().copied().unwrap_or(0) * (2 * k + 3)) as u64
+        sat_mul(&[input.first().copied().unwrap_or(0), 2 * k + 3])
     }
 
     fn forward_t(&self, xs: &Tensor, _train: bool) -> candle_core::Result<Tensor> {

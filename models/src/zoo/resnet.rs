@@ -12,16 +12,20 @@ use candle_core::Tensor;
 use crate::blocks::{BatchNorm2d, Conv2d, Linear};
 use crate::config::ResnetConfig;
 use crate::error::{ModelError, Result};
-use crate::layer::{Layer, ParamBuilder, ParamInfo, expect_dim, expect_rank};
+use crate::layer::{Layer, ParamBuilder, ParamInfo, expect_dim, expect_rank, sat_mul, sat_sum};
 
 fn check_image(name: &str, input: &[usize], channels: usize) -> Result<()> {
     expect_rank(name, input, 4, "[batch, channels, height, width]")?;
-    expect_dim(name, input, 1, channels, "channels")
+    expect_dim(name, input, 1, channels, "channels")?;
+    if input[2] == 0 || input[3] == 0 {
+        return Err(ModelError::input(name, format!("empty image {input:?}")));
+    }
+    Ok(())
 }
 
 /// Normalization FLOPs: about four per element (subtract, divide, scale, shift).
 fn bn_flops(shape: &[usize]) -> u64 {
-    4 * shape.iter().product::<usize>() as u64
+    sat_mul(shape).saturating_mul(4)
 }
 
 /// 3x3 convolution, BatchNorm, ReLU.
@@ -68,7 +72,7 @@ impl Layer for Stem {
 
     fn flops(&self, input: &[usize]) -> u64 {
         let out = self.output_shape(input).unwrap_or_default();
-        self.conv.flops(input) + bn_flops(&out) + out.iter().product::<usize>() as u64
+        sat_sum(&[self.conv.flops(input), bn_flops(&out), sat_mul(&out)])
     }
 
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
@@ -160,13 +164,18 @@ impl Layer for BasicBlock {
         let Ok(out) = self.output_shape(input) else {
             return 0;
         };
-        let mid_flops = self.conv1.flops(input) + self.conv2.flops(&out);
         let short = self
             .shortcut
             .as_ref()
-            .map_or(0, |(c, _)| c.flops(input) + bn_flops(&out));
-        let elementwise = 3 * out.iter().product::<usize>() as u64; // two ReLUs and the sum
-        mid_flops + 2 * bn_flops(&out) + short + elementwise
+            .map_or(0, |(c, _)| sat_sum(&[c.flops(input), bn_flops(&out)]));
+        let elementwise = sat_mul(&out).saturating_mul(3); // two ReLUs and the sum
+        sat_sum(&[
+            self.conv1.flops(input),
+            self.conv2.flops(&out),
+            bn_flops(&out).saturating_mul(2),
+            short,
+            elementwise,
+        ])
     }
 
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
@@ -236,7 +245,10 @@ impl Layer for Head {
     }
 
     fn flops(&self, input: &[usize]) -> u64 {
-        input.iter().product::<usize>() as u64 + self.fc.flops(input.first().copied().unwrap_or(0))
+        sat_sum(&[
+            sat_mul(input),
+            self.fc.flops(input.first().copied().unwrap_or(0)),
+        ])
     }
 
     fn forward_t(&self, xs: &Tensor, _train: bool) -> candle_core::Result<Tensor> {

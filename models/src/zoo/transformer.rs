@@ -16,7 +16,9 @@ use crate::blocks::{
 };
 use crate::config::TransformerConfig;
 use crate::error::{ModelError, Result};
-use crate::layer::{Init, Layer, ParamBuilder, ParamInfo, expect_dim, expect_rank};
+use crate::layer::{
+    Init, Layer, ParamBuilder, ParamInfo, expect_dim, expect_rank, sat_mul, sat_sum,
+};
 
 /// Token and learned position embeddings.
 pub struct Embedding {
@@ -88,7 +90,7 @@ impl Layer for Embedding {
     }
 
     fn flops(&self, input: &[usize]) -> u64 {
-        (input.iter().product::<usize>() * self.d_model) as u64
+        sat_mul(input).saturating_mul(self.d_model as u64)
     }
 
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
@@ -193,12 +195,16 @@ impl Layer for Block {
     }
 
     fn flops(&self, input: &[usize]) -> u64 {
-        let [b, s, d] = input else { return 0 };
-        let (b, s, d) = (*b as u64, *s as u64, *d as u64);
-        let proj = 4 * 2 * b * s * d * d;
-        let attn = 2 * 2 * b * s * s * d + 5 * b * self.n_heads as u64 * s * s;
-        let mlp = 2 * 2 * b * s * d * self.d_ff as u64 + 8 * b * s * self.d_ff as u64;
-        proj + attn + mlp + 20 * b * s * d
+        let &[b, s, d] = input else { return 0 };
+        let (h, ff) = (self.n_heads, self.d_ff);
+        sat_sum(&[
+            sat_mul(&[8, b, s, d, d]),
+            sat_mul(&[4, b, s, s, d]),
+            sat_mul(&[5, b, h, s, s]),
+            sat_mul(&[4, b, s, d, ff]),
+            sat_mul(&[8, b, s, ff]),
+            sat_mul(&[20, b, s, d]),
+        ])
     }
 
     fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
@@ -260,8 +266,10 @@ impl Layer for PoolClassifier {
     }
 
     fn flops(&self, input: &[usize]) -> u64 {
-        10 * input.iter().product::<usize>() as u64
-            + self.fc.flops(input.first().copied().unwrap_or(0))
+        sat_sum(&[
+            sat_mul(input).saturating_mul(10),
+            self.fc.flops(input.first().copied().unwrap_or(0)),
+        ])
     }
 
     fn forward_t(&self, xs: &Tensor, _train: bool) -> candle_core::Result<Tensor> {

@@ -72,14 +72,23 @@ pub struct ParamStoreClient {
     routes: Arc<RwLock<HashMap<String, Arc<Routing>>>>,
 }
 
-fn is_retryable(code: tonic::Code) -> bool {
-    matches!(
-        code,
-        tonic::Code::Unavailable
-            | tonic::Code::Unknown
-            | tonic::Code::Cancelled
-            | tonic::Code::ResourceExhausted
-    )
+/// Transport failures and a busy shard are retried; a full shard
+/// ([`NO_RETRY`](crate::grpc::NO_RETRY)) and every answer about the request itself are not.
+fn is_retryable(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => true,
+        tonic::Code::ResourceExhausted => status.metadata().get(crate::grpc::NO_RETRY).is_none(),
+        _ => false,
+    }
+}
+
+/// What [`ParamStoreClient::resume`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumed {
+    /// True when no shard held the job: it was registered afresh (push its initial values).
+    pub created: bool,
+    /// Pushes the job held, summed over shards (a push touching several shards counts on each).
+    pub pushes: u64,
 }
 
 impl ParamStoreClient {
@@ -160,7 +169,7 @@ impl ParamStoreClient {
         loop {
             match f(conn.raw.clone()).await {
                 Ok(v) => return Ok(v),
-                Err(status) if is_retryable(status.code()) => {
+                Err(status) if is_retryable(&status) => {
                     if start.elapsed() + backoff > self.config.retry_for {
                         return Err(StoreError::ShardUnavailable {
                             shard: i,
@@ -196,17 +205,126 @@ impl ParamStoreClient {
             .await
     }
 
-    /// Registers a job on every shard; true when any shard created it.
+    /// Registers a new job on every shard; true when any shard created it (false: this very
+    /// registration was retried and every shard already had it, untouched). A job id a shard
+    /// holds is refused (`is_already_registered()` on the error, which names the job and its
+    /// pushes): continue it with [`Self::resume`], or [`Self::unregister`] it first. When a shard
+    /// refuses (its limits, a held id), the shards that created the job forget it again, so a
+    /// refused registration leaves nothing behind.
     pub async fn register(&self, req: pb::RegisterRequest) -> Result<bool> {
         let layout = JobLayout::from_request(&req)?;
         crate::init::validate_inits(&layout, &req.tensors)?;
-        let created = self
+        self.forget_route(&req.job_id);
+        let answers = self.each(|mut raw| {
+            let req = req.clone();
+            async move { Ok(raw.register(req).await?.into_inner()) }
+        });
+        let answers = answers.await;
+        let created: Vec<bool> = answers
+            .iter()
+            .map(|a| a.as_ref().is_ok_and(|r| r.created))
+            .collect();
+        if let Some(err) = answers.into_iter().find_map(|a| a.err()) {
+            self.roll_back(&req.job_id, &created).await;
+            return Err(err);
+        }
+        Ok(created.into_iter().any(|c| c))
+    }
+
+    /// Continues a job every shard holds with this layout: clocks and de-duplication windows
+    /// are kept and its stopping flag clears. A job no shard holds is registered afresh
+    /// (`created`). A job only some shards hold is refused (`ShardMismatch`) and left as it was.
+    pub async fn resume(&self, req: pb::RegisterRequest) -> Result<Resumed> {
+        let layout = JobLayout::from_request(&req)?;
+        crate::init::validate_inits(&layout, &req.tensors)?;
+        self.forget_route(&req.job_id);
+        let answers = self
+            .each(|mut raw| {
+                let req = req.clone();
+                async move { Ok(raw.resume(req).await?.into_inner()) }
+            })
+            .await;
+        let created: Vec<bool> = answers
+            .iter()
+            .map(|a| a.as_ref().is_ok_and(|r| r.created))
+            .collect();
+        let mut ok = Vec::with_capacity(answers.len());
+        for a in answers {
+            match a {
+                Ok(r) => ok.push(r),
+                Err(e) => {
+                    self.roll_back(&req.job_id, &created).await;
+                    return Err(e);
+                }
+            }
+        }
+        if created.iter().any(|&c| c) && !created.iter().all(|&c| c) {
+            self.roll_back(&req.job_id, &created).await;
+            let missing: Vec<usize> = (0..created.len()).filter(|&i| created[i]).collect();
+            return Err(StoreError::ShardMismatch(format!(
+                "job '{}' is held by some shards but not by shards {missing:?} (did they lose their data?): unregister it and start it over",
+                req.job_id
+            )));
+        }
+        Ok(Resumed {
+            created: created.iter().all(|&c| c),
+            pushes: ok.iter().map(|r| r.pushes).sum(),
+        })
+    }
+
+    /// Forgets a job on every shard (durably): its memory is freed and its id may be registered
+    /// anew. Returns the pushes it held, summed over shards (0: no shard held it).
+    pub async fn unregister(&self, job: &str) -> Result<u64> {
+        let req = pb::UnregisterRequest {
+            job_id: job.to_owned(),
+        };
+        let answers = self
             .all(|_, mut raw| {
                 let req = req.clone();
-                async move { Ok(raw.register(req).await?.into_inner().created) }
+                async move { Ok(raw.unregister(req).await?.into_inner()) }
             })
             .await?;
-        Ok(created.into_iter().any(|c| c))
+        self.forget_route(job);
+        Ok(answers.iter().map(|a| a.pushes).sum())
+    }
+
+    /// Calls every shard concurrently and keeps every answer.
+    async fn each<T, F, Fut>(&self, f: F) -> Vec<Result<T>>
+    where
+        F: Fn(Raw<Channel>) -> Fut + Clone,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        futures::future::join_all((0..self.shards.len()).map(|i| {
+            let f = f.clone();
+            self.call(i, f)
+        }))
+        .await
+    }
+
+    /// Unregisters `job` from the shards whose flag in `created` is set (after a refusal
+    /// elsewhere); failures are logged, the caller reports the refusal.
+    async fn roll_back(&self, job: &str, created: &[bool]) {
+        let req = pb::UnregisterRequest {
+            job_id: job.to_owned(),
+        };
+        for (i, _) in created.iter().enumerate().filter(|(_, c)| **c) {
+            let r = self
+                .call(i, |mut raw| {
+                    let req = req.clone();
+                    async move { Ok(raw.unregister(req).await?.into_inner()) }
+                })
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(job, shard = i, error = %e, "could not undo a partial registration");
+            }
+        }
+    }
+
+    fn forget_route(&self, job: &str) {
+        self.routes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(job);
     }
 
     async fn routing(&self, job: &str) -> Result<Arc<Routing>> {
