@@ -128,6 +128,7 @@ pub fn worker_function(
             worker::KIND
         )));
     }
+    check_worker_memory(job)?;
     let mut spec = functions.spec(worker::KIND);
     spec.memory_mb = w.memory_mb;
     spec.max_instances = w.count as usize;
@@ -149,6 +150,54 @@ pub fn worker_function(
         .check_spec("[workers]", &spec)
         .map_err(Unrunnable)?;
     Ok(spec)
+}
+
+/// Memory of a worker process before its model, MB (the runtime, the store client, the data).
+pub const WORKER_BASE_MB: u64 = 150;
+
+/// Refuses a model whose training step cannot fit the workers' tier: weights, gradients, the
+/// filter's accumulator and the optimizer's state (four to six copies of the parameters) plus
+/// the activations a step keeps for its backward pass — estimated from the config before
+/// anything is allocated (a worker with a huge layer used to grow until the kernel killed it).
+fn check_worker_memory(job: &JobSpec) -> Result<(), Unrunnable> {
+    let config = match &job.model {
+        crate::job::ModelSource::Arch(c) => c.clone(),
+        // A folder's config is read at the job's start; its weights file bounds it anyway.
+        crate::job::ModelSource::Folder(dir) => {
+            match cumulus_models::folder::FolderConfig::read(dir) {
+                Ok(f) => f.model,
+                Err(_) => return Ok(()),
+            }
+        }
+    };
+    let size = config
+        .size(job.training.batch_size)
+        .map_err(|e| Unrunnable(format!("[model]: {e}")))?;
+    let slots: u64 = match job.training.optimizer {
+        cumulus_models::OptimizerConfig::Sgd { momentum, .. } if momentum == 0.0 => 0,
+        cumulus_models::OptimizerConfig::Sgd { .. }
+        | cumulus_models::OptimizerConfig::Adagrad { .. } => 1,
+        cumulus_models::OptimizerConfig::Adam { .. }
+        | cumulus_models::OptimizerConfig::Adamw { .. } => 2,
+    };
+    // Weights, gradients, accumulator, the copy each step compares against, optimizer slots.
+    let copies = 4 + slots;
+    let need = size
+        .param_bytes
+        .saturating_mul(copies)
+        .saturating_add(size.train_activation_bytes)
+        .div_ceil(1 << 20)
+        .saturating_add(WORKER_BASE_MB);
+    let have = u64::from(job.workers.memory_mb);
+    if need > have {
+        return Err(Unrunnable(format!(
+            "[workers] memory_mb = {have}: a worker needs about {need} MB for this model ({} MB of parameters x {copies} copies, {} MB of activations at batch_size {}, {WORKER_BASE_MB} MB of process)",
+            size.param_bytes.div_ceil(1 << 20),
+            size.train_activation_bytes.div_ceil(1 << 20),
+            job.training.batch_size
+        )));
+    }
+    Ok(())
 }
 
 /// Workers as functions on the function platform, one deployed function per job.
@@ -271,6 +320,19 @@ mod tests {
             "{err}"
         );
         assert!(worker_function(&job(2, 1024), &config.functions).is_ok());
+
+        // A model too big for its workers' tier, refused before anything is allocated.
+        let mut big = job(2, 512);
+        if let crate::job::ModelSource::Arch(cumulus_models::ModelConfig::Logreg(c)) =
+            &mut big.model
+        {
+            c.n_features = 10_000_000;
+        }
+        let err = worker_function(&big, &CumulusConfig::default().functions).unwrap_err();
+        assert!(
+            err.0.contains("memory_mb = 512") && err.0.contains("MB"),
+            "{err}"
+        );
 
         config.functions.overrides.insert(
             worker::KIND.into(),
