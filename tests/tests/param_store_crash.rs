@@ -1,5 +1,5 @@
-//! Crash safety of a parameter-store shard process: pushes run while shards are killed with
-//! SIGKILL at seeded random moments and restarted on the same data directory and port. The
+//! Crash safety of a parameter-store shard process: four writers push while shards are killed
+//! with SIGKILL at seeded random moments and restarted on the same data directory and port. The
 //! client retries each push (same worker id and sequence number) until it is acknowledged, so in
 //! the end every push is acknowledged exactly once: the final values equal the sum of all
 //! acknowledged pushes — nothing lost, nothing applied twice.
@@ -15,6 +15,7 @@ use cumulus_proto::paramstore::v1 as pb;
 use rand::{Rng, SeedableRng};
 
 const LEN: u64 = 20_000;
+const WRITERS: u32 = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_pushes_survive_sigkill() {
@@ -46,7 +47,7 @@ async fn acknowledged_pushes_survive_sigkill() {
                 init: None,
             }],
             sync: "asp".into(),
-            workers: 2,
+            workers: WRITERS,
             chunk_size: 1024,
         })
         .await
@@ -55,7 +56,7 @@ async fn acknowledged_pushes_survive_sigkill() {
     let acked = Arc::new(Mutex::new(vec![0f64; LEN as usize]));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut pushers = Vec::new();
-    for worker in 0..2u32 {
+    for worker in 0..WRITERS {
         let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
         pushers.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(42 + u64::from(worker));

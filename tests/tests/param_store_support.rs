@@ -30,6 +30,15 @@ pub fn start_shard(dir: &Path, i: u32, n: u32, listen: &str) -> ShardProcess {
 
 /// As [`start_shard`]; with `metrics`, also serves Prometheus metrics on a free port.
 pub fn start_shard_with(dir: &Path, i: u32, n: u32, listen: &str, metrics: bool) -> ShardProcess {
+    let extra: &[&str] = if metrics {
+        &["--metrics", "127.0.0.1:0"]
+    } else {
+        &[]
+    };
+    start_shard_args(dir, i, n, listen, extra)
+}
+
+fn shard_command(dir: &Path, i: u32, n: u32, listen: &str, extra: &[&str]) -> Command {
     let mut cmd = Command::new(cumulus_e2e::cumulus_bin());
     cmd.args([
         "param-store",
@@ -39,11 +48,28 @@ pub fn start_shard_with(dir: &Path, i: u32, n: u32, listen: &str, metrics: bool)
         &format!("{i}/{n}"),
     ])
     .arg("--data-dir")
-    .arg(dir);
-    if metrics {
-        cmd.args(["--metrics", "127.0.0.1:0"]);
-    }
-    let mut child = cmd
+    .arg(dir)
+    .args(extra);
+    cmd
+}
+
+/// Runs a shard that is expected to refuse to start: its exit status and stderr.
+pub fn refused_shard(dir: &Path, extra: &[&str]) -> (std::process::ExitStatus, String) {
+    let out = shard_command(dir, 0, 1, "127.0.0.1:0", extra)
+        .env("LOG_LEVEL", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("cumulus param-store runs");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// As [`start_shard`], with extra command-line flags (`--metrics ADDR` prints its line too).
+pub fn start_shard_args(dir: &Path, i: u32, n: u32, listen: &str, extra: &[&str]) -> ShardProcess {
+    let metrics = extra.contains(&"--metrics");
+    let mut child = shard_command(dir, i, n, listen, extra)
         .env("LOG_LEVEL", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
