@@ -535,12 +535,11 @@ impl InferStage {
 impl FunctionKind for InferStage {
     async fn invoke(&self, ctx: InvokeContext, payload: Bytes) -> Result<Bytes, FunctionError> {
         let (task, input) = decode_task(&payload).map_err(FunctionError::BadPayload)?;
-        if let (Some(socket), None) = (&task.gpu, task.profile) {
-            if let GpuOutcome::Done(header, output) =
+        if let (Some(socket), None) = (&task.gpu, task.profile)
+            && let GpuOutcome::Done(header, output) =
                 self.on_gpu(socket, &ctx.function, &task, &input).await?
-            {
-                return Ok(encode_output(&header, &output));
-            }
+        {
+            return Ok(encode_output(&header, &output));
         }
         let cache = self.cache.clone();
         let left = ctx.remaining().saturating_sub(Duration::from_millis(5));

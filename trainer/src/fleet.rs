@@ -174,7 +174,7 @@ fn check_worker_memory(job: &JobSpec) -> Result<(), Unrunnable> {
         .size(job.training.batch_size)
         .map_err(|e| Unrunnable(format!("[model]: {e}")))?;
     let slots: u64 = match job.training.optimizer {
-        cumulus_models::OptimizerConfig::Sgd { momentum, .. } if momentum == 0.0 => 0,
+        cumulus_models::OptimizerConfig::Sgd { momentum: 0.0, .. } => 0,
         cumulus_models::OptimizerConfig::Sgd { .. }
         | cumulus_models::OptimizerConfig::Adagrad { .. } => 1,
         cumulus_models::OptimizerConfig::Adam { .. }

@@ -32,7 +32,7 @@ fn models() -> &'static Path {
 fn serve(dir: &Path, config: &str) -> (Serve, String) {
     let file = dir.join("cumulus.toml");
     std::fs::write(&file, config).unwrap();
-    let mut child = cumulus()
+    let child = cumulus()
         .arg("serve")
         .arg("--models")
         .arg(models())
@@ -43,7 +43,9 @@ fn serve(dir: &Path, config: &str) -> (Serve, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("cumulus serve starts");
-    let stdout = BufReader::new(child.stdout.take().unwrap());
+    // Held by the guard from the start, so a failed wait below still kills and reaps it.
+    let mut guard = Serve(Some(child));
+    let stdout = BufReader::new(guard.0.as_mut().unwrap().stdout.take().unwrap());
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in stdout.lines().map_while(Result::ok) {
@@ -53,7 +55,7 @@ fn serve(dir: &Path, config: &str) -> (Serve, String) {
     loop {
         let line = rx.recv_timeout(LIMIT).expect("serve prints its endpoints");
         if let Some(url) = line.strip_prefix("http ") {
-            return (Serve(Some(child)), url.trim_end_matches("/v2").to_string());
+            return (guard, url.trim_end_matches("/v2").to_string());
         }
     }
 }

@@ -299,6 +299,24 @@ impl GrpcInferenceService for FakeGrpc {
     ) -> Result<tonic::Response<pb::ModelMetadataResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn repository_index(
+        &self,
+        _: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<tonic::Response<pb::RepositoryIndexResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn repository_model_load(
+        &self,
+        _: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<tonic::Response<pb::RepositoryModelLoadResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn repository_model_unload(
+        &self,
+        _: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<tonic::Response<pb::RepositoryModelUnloadResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
     async fn model_infer(
         &self,
         request: Request<pb::ModelInferRequest>,

@@ -291,12 +291,12 @@ impl<'a> Coordinator<'a> {
             Some(format!("wall-time limit of {w} s"))
         } else if let Some(c) = s.max_cost_usd.filter(|&c| self.cost_so_far() >= c) {
             Some(format!("cost limit of ${c}"))
-        } else if let Some(e) = s.max_epochs.filter(|&e| {
-            self.st.examples as f64 / self.data.train_len().max(1) as f64 >= f64::from(e)
-        }) {
-            Some(format!("{e} epochs done"))
         } else {
-            None
+            s.max_epochs
+                .filter(|&e| {
+                    self.st.examples as f64 / self.data.train_len().max(1) as f64 >= f64::from(e)
+                })
+                .map(|e| format!("{e} epochs done"))
         };
         if let Some(reason) = reason {
             tracing::info!(%reason, "stopping mid-round");
