@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use cumulus_param_store::ShardConfig;
 use cumulus_param_store::bench::{BenchOptions, run_blocking};
-use cumulus_param_store::config::parse_shard;
+use cumulus_param_store::config::{DEFAULT_MAX_JOB_ELEMENTS, parse_shard};
+use cumulus_param_store::layout::MAX_TENSOR_ELEMENTS;
 
 /// Run one shard of the parameter store.
 #[derive(Debug, clap::Args)]
@@ -64,6 +65,27 @@ pub struct ParamStoreArgs {
         default_value_t = 300
     )]
     max_clock_wait_secs: u64,
+
+    /// Most elements of one tensor (at most 2^30); a larger registration is refused before it is
+    /// logged.
+    #[arg(long, env = "CUMULUS_PARAM_STORE_MAX_TENSOR_ELEMENTS", default_value_t = MAX_TENSOR_ELEMENTS)]
+    max_tensor_elements: u64,
+
+    /// Most elements of one job, all tensors together.
+    #[arg(long, env = "CUMULUS_PARAM_STORE_MAX_JOB_ELEMENTS", default_value_t = DEFAULT_MAX_JOB_ELEMENTS)]
+    max_job_elements: u64,
+
+    /// Most bytes the jobs of this shard may take (estimated from their layouts: about 8 bytes
+    /// per element it holds, plus bookkeeping); a registration past it is refused with
+    /// RESOURCE_EXHAUSTED. Default: half of the machine's (or container's) memory.
+    #[arg(long, env = "CUMULUS_PARAM_STORE_MAX_SHARD_BYTES")]
+    max_shard_bytes: Option<u64>,
+
+    /// Start even with a damaged write-ahead log: keep the records before the damage, set the rest
+    /// aside (`*.damaged-*` files next to the log) and report the loss; also leave out logged jobs
+    /// over the limits. Without it the shard refuses to start and names the file and byte offset.
+    #[arg(long, env = "CUMULUS_PARAM_STORE_SALVAGE")]
+    salvage: bool,
 }
 
 /// Runs the shard until SIGINT/SIGTERM.
@@ -85,6 +107,12 @@ pub fn run(args: ParamStoreArgs) -> anyhow::Result<()> {
     config.wal_fsync = !args.no_fsync;
     config.snapshot_wal_bytes = args.snapshot_wal_bytes;
     config.max_clock_wait = std::time::Duration::from_secs(args.max_clock_wait_secs);
+    config.max_tensor_elements = args.max_tensor_elements;
+    config.max_job_elements = args.max_job_elements;
+    if let Some(bytes) = args.max_shard_bytes {
+        config.max_shard_bytes = bytes;
+    }
+    config.salvage = args.salvage;
     cumulus_param_store::server::serve_until_signal(config).context("parameter store shard")
 }
 
