@@ -201,6 +201,103 @@ impl Model {
     }
 }
 
+impl Model {
+    /// Builds the model of `dir/config.json` holding only layers `first..=last`, and reads
+    /// just their tensors from `dir/model.safetensors` (positioned reads: the other layers'
+    /// bytes are never read). What a stage of a partitioned model loads.
+    pub fn load_layers(
+        dir: impl AsRef<Path>,
+        first: usize,
+        last: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        let dir = dir.as_ref();
+        let cfg = FolderConfig::read(dir)?;
+        let model = Self::partial(&cfg.model, device, first, last, &SizeLimits::default())?;
+        model.read_held_weights(&dir.join(WEIGHTS_FILE))?;
+        Ok(model)
+    }
+
+    /// Reads the tensors this model holds from `file` by their offsets, each checked (dtype,
+    /// shape, bounds, finite values) before any is set.
+    fn read_held_weights(&self, file: &Path) -> Result<()> {
+        use std::io::{Read, Seek, SeekFrom};
+        let fail = |tensor: Option<&str>, reason: String| ModelError::Checkpoint {
+            file: file.to_path_buf(),
+            tensor: tensor.map(str::to_string),
+            reason,
+        };
+        let mut f = std::fs::File::open(file).map_err(io(file))?;
+        let len = f.metadata().map_err(io(file))?.len();
+        let mut head = [0u8; 8];
+        f.read_exact(&mut head)
+            .map_err(|_| fail(None, format!("file is {len} bytes, too short for a header")))?;
+        let header_len = u64::from_le_bytes(head);
+        if header_len > MAX_HEADER_BYTES || 8 + header_len > len {
+            return Err(fail(
+                None,
+                format!("a header of {header_len} bytes does not fit the {len}-byte file"),
+            ));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        f.read_exact(&mut header).map_err(io(file))?;
+        let mut entries: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&header)
+                .map_err(|e| fail(None, format!("corrupted header: {e}")))?;
+        let data_start = 8 + header_len;
+        let mut tensors = Vec::new();
+        for info in self.param_infos() {
+            let name = info.name.as_str();
+            let value = entries
+                .remove(name)
+                .ok_or_else(|| fail(Some(name), "missing from the file".to_string()))?;
+            let entry: HeaderEntry = serde_json::from_value(value)
+                .map_err(|e| fail(Some(name), format!("corrupted header entry: {e}")))?;
+            let want = st_dtype(info.dtype);
+            if entry.dtype != want || entry.shape != info.shape {
+                return Err(fail(
+                    Some(name),
+                    format!(
+                        "{} {:?} where the model needs {want} {:?}",
+                        entry.dtype, entry.shape, info.shape
+                    ),
+                ));
+            }
+            let (begin, end) = entry.data_offsets;
+            if begin > end || end - begin != info.bytes() || data_start + end as u64 > len {
+                return Err(fail(
+                    Some(name),
+                    format!(
+                        "data [{begin}, {end}) does not hold {} bytes within the file",
+                        info.bytes()
+                    ),
+                ));
+            }
+            let mut raw = vec![0u8; end - begin];
+            f.seek(SeekFrom::Start(data_start + begin as u64))
+                .and_then(|_| f.read_exact(&mut raw))
+                .map_err(io(file))?;
+            if !all_finite(&raw, info.dtype) {
+                return Err(fail(
+                    Some(name),
+                    "holds NaN or infinite values (corrupted?)".into(),
+                ));
+            }
+            tensors.push((
+                info.name.clone(),
+                Tensor::from_raw_buffer(&raw, info.dtype, &info.shape, self.device())?,
+            ));
+        }
+        for (name, tensor) in tensors {
+            let var = self
+                .var(&name)
+                .expect("only names of this model's held tensors were read");
+            var.set(&tensor)?;
+        }
+        Ok(())
+    }
+}
+
 /// Parse `bytes` as a safetensors file holding exactly `model`'s tensors, each finite.
 fn read_checked(file: &Path, bytes: &[u8], model: &Model) -> Result<Vec<(String, Tensor)>> {
     let fail = |tensor: Option<&str>, reason: String| ModelError::Checkpoint {

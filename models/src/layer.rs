@@ -138,7 +138,13 @@ pub struct ParamBuilder {
     rng: StdRng,
     varmap: VarMap,
     infos: Vec<ParamInfo>,
+    /// Parameter names to leave out (layers another stage holds): they get a one-element
+    /// placeholder broadcast to their shape, are not recorded, and cost no memory.
+    skip: Option<SkipFn>,
 }
+
+/// Which parameter names a [`ParamBuilder`] leaves out.
+type SkipFn = Box<dyn Fn(&str) -> bool + Send>;
 
 impl ParamBuilder {
     /// A builder whose parameters are drawn from `seed` on `device` with `dtype`.
@@ -149,7 +155,23 @@ impl ParamBuilder {
             rng: StdRng::seed_from_u64(seed),
             varmap: VarMap::new(),
             infos: Vec::new(),
+            skip: None,
         }
+    }
+
+    /// Leaves out every parameter whose name `skip` accepts (see [`crate::Model::load_layers`]).
+    pub fn skipping(mut self, skip: impl Fn(&str) -> bool + Send + 'static) -> Self {
+        self.skip = Some(Box::new(skip));
+        self
+    }
+
+    fn skipped(&self, name: &str) -> bool {
+        self.skip.as_ref().is_some_and(|s| s(name))
+    }
+
+    /// A placeholder of `shape` that holds one element (a stride-0 view).
+    fn placeholder(&self, shape: &[usize]) -> Result<Tensor> {
+        Ok(Tensor::zeros((), self.dtype, &self.device)?.broadcast_as(shape)?)
     }
 
     /// Start a layer whose parameter names are prefixed by `prefix.`.
@@ -182,6 +204,9 @@ impl ParamBuilder {
         init: Init,
         trainable: bool,
     ) -> Result<Tensor> {
+        if self.skipped(&name) {
+            return self.placeholder(shape);
+        }
         let n: usize = shape.iter().product();
         // Draws are f64 whatever the dtype (the same seed gives the same weights in F32 and F64);
         // an F32 model keeps them as f32 straight away (`as` rounds as candle's cast does), so
@@ -243,6 +268,9 @@ impl ParamScope<'_> {
     /// A buffer `prefix.name` (saved, not trained), e.g. BatchNorm running statistics.
     pub fn buffer(&mut self, name: &str, shape: &[usize], init: Init) -> Result<Var> {
         let full = format!("{}.{name}", self.prefix);
+        if self.builder.skipped(&full) {
+            return Ok(Var::from_tensor(&self.builder.placeholder(shape)?)?);
+        }
         self.builder.create(full.clone(), shape, init, false)?;
         let data = self.builder.varmap.data().lock().expect(
             "the VarMap mutex is only held inside this builder, which never panics with it",

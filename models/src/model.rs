@@ -34,6 +34,8 @@ pub struct Model {
     varmap: VarMap,
     device: Device,
     dtype: DType,
+    /// The layers whose weights are held, when only some are (a stage of a partitioned model).
+    held: Option<(usize, usize)>,
 }
 
 impl std::fmt::Debug for Model {
@@ -96,7 +98,51 @@ impl Model {
             varmap: pb.into_varmap(),
             device: device.clone(),
             dtype,
+            held: None,
         })
+    }
+
+    /// The model with only layers `first..=last` holding weights (the others hold one-element
+    /// placeholders, never run): what one stage of a partitioned model keeps in memory.
+    /// [`Model::forward_range`] refuses any layer outside the range.
+    pub fn partial(
+        config: &ModelConfig,
+        device: &Device,
+        first: usize,
+        last: usize,
+        limits: &SizeLimits,
+    ) -> Result<Self> {
+        let size = config.size(1)?;
+        limits.check(config, &size)?;
+        let in_range = move |name: &str| {
+            name.strip_prefix("layers.")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|i| i.parse::<usize>().ok())
+                .is_some_and(|i| (first..=last).contains(&i))
+        };
+        let mut pb = ParamBuilder::new(device, DType::F32, 0).skipping(move |name| !in_range(name));
+        let layers = zoo::build(config, &mut pb)?;
+        if first > last || last >= layers.len() {
+            return Err(ModelError::LayerRange {
+                first,
+                last,
+                len: layers.len(),
+            });
+        }
+        Ok(Self {
+            config: config.clone(),
+            layers,
+            varmap: pb.into_varmap(),
+            device: device.clone(),
+            dtype: DType::F32,
+            held: Some((first, last)),
+        })
+    }
+
+    /// The layers whose weights this model holds: all, or a range (see [`Model::partial`]).
+    pub fn held_layers(&self) -> (usize, usize) {
+        self.held
+            .unwrap_or((0, self.layers.len().saturating_sub(1)))
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -139,6 +185,14 @@ impl Model {
                 last,
                 len: self.layers.len(),
             });
+        }
+        if let Some((lo, hi)) = self.held
+            && (first < lo || last > hi)
+        {
+            return Err(ModelError::input(
+                self.layers[first].name(),
+                format!("this stage holds layers {lo}..={hi} only, not {first}..={last}"),
+            ));
         }
         let layer = &self.layers[first];
         layer.output_shape(xs.dims())?;

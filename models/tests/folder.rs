@@ -274,3 +274,48 @@ fn an_oversized_weights_file_is_refused_before_it_is_read() {
         .to_string();
     assert!(err.contains("1099511627776 bytes"), "{err}");
 }
+
+#[test]
+fn a_stage_loads_only_its_layers_and_answers_as_the_whole_model() {
+    let dir = tempfile::tempdir().unwrap();
+    for arch in ["mlp", "resnet", "transformer"] {
+        let path = dir.path().join(arch);
+        let cfg = cumulus_models::ModelConfig::default_for(arch).unwrap();
+        let whole = Model::with_seed(&cfg, &Device::Cpu, 9).unwrap();
+        whole.save(&path).unwrap();
+        let n = whole.num_layers();
+        let cut = n / 2;
+        let shape = cfg.input_shape(2);
+        let xs = if cfg.takes_ids() {
+            Tensor::zeros(shape.as_slice(), DType::U32, &Device::Cpu)
+        } else {
+            Tensor::rand(0f32, 1f32, shape.as_slice(), &Device::Cpu)
+        }
+        .unwrap();
+        let want = whole.forward_t(&xs, false).unwrap();
+        let head = Model::load_layers(&path, 0, cut - 1, &Device::Cpu).unwrap();
+        let tail = Model::load_layers(&path, cut, n - 1, &Device::Cpu).unwrap();
+        // Each holds only its layers' tensors.
+        let held = |m: &Model| m.param_infos().len();
+        assert_eq!(
+            held(&head) + held(&tail),
+            whole.param_infos().len(),
+            "{arch}"
+        );
+        let mid = head.forward_range(0, cut - 1, &xs, false).unwrap();
+        let got = tail.forward_range(cut, n - 1, &mid, false).unwrap();
+        let diff = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff <= 1e-5, "{arch}: {diff}");
+        // A layer it does not hold is refused, not run on placeholders.
+        assert!(tail.forward_range(0, n - 1, &xs, false).is_err(), "{arch}");
+    }
+}
