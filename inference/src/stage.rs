@@ -27,8 +27,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use candle_core::{DType, Device, Tensor};
-use cumulus_models::Model;
 use cumulus_models::folder::FolderConfig;
+use cumulus_models::{Model, ModelError};
 use cumulus_runtime::instance::{FunctionError, FunctionKind, InvokeContext};
 use serde::{Deserialize, Serialize};
 
@@ -303,9 +303,11 @@ pub fn decode_output(payload: &Bytes) -> Result<(StageOutput, RawTensor), String
     Ok((header, output))
 }
 
-/// A loaded model, keyed by its folder and the weights file's modification time.
+/// A loaded model (or the layers of one a stage holds), keyed by its folder, its layer range
+/// and the weights file's modification time.
 struct Cached {
     dir: PathBuf,
+    layers: Option<(usize, usize)>,
     modified: Option<SystemTime>,
     model: Arc<Model>,
 }
@@ -324,7 +326,18 @@ impl std::fmt::Debug for ModelCache {
 
 impl ModelCache {
     /// The model of `dir`, loaded now when it is not cached (or its weights changed). Blocking.
-    pub fn get(&self, dir: &Path) -> Result<(Arc<Model>, bool), String> {
+    pub fn get(&self, dir: &Path) -> Result<(Arc<Model>, bool), ModelError> {
+        self.get_layers(dir, None)
+    }
+
+    /// Layers `first..=last` of the model of `dir` (the whole model for `None`): a stage of a
+    /// partitioned model reads only its own layers' weights, so its memory is what the plan
+    /// sized it for. Blocking.
+    pub fn get_layers(
+        &self,
+        dir: &Path,
+        layers: Option<(usize, usize)>,
+    ) -> Result<(Arc<Model>, bool), ModelError> {
         let modified = std::fs::metadata(dir.join(cumulus_models::folder::WEIGHTS_FILE))
             .and_then(|m| m.modified())
             .ok();
@@ -332,7 +345,7 @@ impl ModelCache {
             let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(i) = models
                 .iter()
-                .position(|c| c.dir == dir && c.modified == modified)
+                .position(|c| c.dir == dir && c.layers == layers && c.modified == modified)
             {
                 let hit = models.remove(i).expect("the position was just found");
                 let model = hit.model.clone();
@@ -340,14 +353,19 @@ impl ModelCache {
                 return Ok((model, false));
             }
         }
-        let model = Arc::new(Model::load(dir, &Device::Cpu).map_err(|e| e.to_string())?);
+        let model = match layers {
+            None => Model::load(dir, &Device::Cpu),
+            Some((first, last)) => Model::load_layers(dir, first, last, &Device::Cpu),
+        };
+        let model = Arc::new(model?);
         let mut models = self.models.lock().unwrap_or_else(|e| e.into_inner());
-        models.retain(|c| c.dir != dir);
+        models.retain(|c| !(c.dir == dir && c.layers == layers));
         if models.len() >= CACHED_MODELS {
             models.pop_front();
         }
         models.push_back(Cached {
             dir: dir.to_path_buf(),
+            layers,
             modified,
             model: model.clone(),
         });
@@ -361,7 +379,15 @@ pub fn run_stage(
     task: &StageTask,
     input: &RawTensor,
 ) -> Result<(StageOutput, RawTensor), FunctionError> {
-    let (model, loaded) = cache.get(&task.model_dir).map_err(FunctionError::Failed)?;
+    // A stage with a last layer loads only its range; an out-of-range one is refused by the
+    // loader (bad payload) before anything is read.
+    let range = task.last.map(|last| (task.first, last));
+    let (model, loaded) = cache
+        .get_layers(&task.model_dir, range)
+        .map_err(|e| match e {
+            ModelError::LayerRange { .. } => FunctionError::BadPayload(e.to_string()),
+            e => FunctionError::Failed(e.to_string()),
+        })?;
     let last = task.last.unwrap_or(model.num_layers().saturating_sub(1));
     if task.first > last || last >= model.num_layers() {
         return Err(FunctionError::BadPayload(format!(
@@ -371,7 +397,7 @@ pub fn run_stage(
         )));
     }
     let xs = input.to_candle().map_err(FunctionError::BadPayload)?;
-    let bad = |e: cumulus_models::ModelError| FunctionError::BadPayload(e.to_string());
+    let bad = |e: ModelError| FunctionError::BadPayload(e.to_string());
     let started = Instant::now();
     let mut layer_ms = Vec::new();
     let ys = match task.profile {

@@ -230,9 +230,14 @@ impl<I: Member> PoolState<I> {
             stop: Vec::new(),
             start: Vec::new(),
         };
-        self.slots.retain(|s| s.instance.is_alive());
+        // Dead idle instances go now; a dead one still in flight is left to `release`, which
+        // counts it once, whichever of the two notices the death first.
+        let before = self.slots.len();
+        self.slots
+            .retain(|s| s.in_flight > 0 || s.instance.is_alive());
+        self.stats.replaced += (before - self.slots.len()) as u64;
         self.waiters.retain(|w| !w.is_closed());
-        let mut alive = self.slots.len() + self.starting;
+        let mut alive = self.slots.iter().filter(|s| s.instance.is_alive()).count() + self.starting;
         // Expired idle instances, oldest expiry first, never below min_instances.
         let mut expired: Vec<usize> = (0..self.slots.len())
             .filter(|&i| self.slots[i].in_flight == 0 && self.slots[i].keep_until <= now)
@@ -442,5 +447,23 @@ mod tests {
         assert_eq!(pool.stats().replaced, 1);
         let plan = pool.reap(&spec, 2 * S);
         assert_eq!(plan.start.len(), 1, "a start for the waiting caller");
+    }
+
+    #[test]
+    fn a_death_noticed_by_the_reaper_mid_invocation_is_counted_once() {
+        let spec = spec(0, 2, 2);
+        let mut pool = PoolState::<Fake>::new(KeepAliveConfig::default().build());
+        let a = cold_start(&mut pool, &spec, 1, S);
+        let b = cold_start(&mut pool, &spec, 2, S);
+        pool.release(&b, true, S);
+        a.1.store(true, Ordering::Relaxed);
+        b.1.store(true, Ordering::Relaxed);
+        // The reaper runs first: the idle dead one goes now, the one in flight stays for release.
+        pool.reap(&spec, 2 * S);
+        assert_eq!(pool.stats().replaced, 1);
+        pool.release(&a, false, 3 * S);
+        assert_eq!(pool.stats().replaced, 2);
+        pool.reap(&spec, 4 * S);
+        assert_eq!(pool.stats().replaced, 2, "each death counted once");
     }
 }
