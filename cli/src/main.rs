@@ -83,6 +83,8 @@ enum BenchCommand {
     ParamStore(param_store::BenchParamStoreArgs),
     /// The partitioner's solve time over a grid of random instances.
     Partition(partition::BenchPartitionArgs),
+    /// Partition plans served as pipelines: optimal vs one function, predicted vs measured.
+    Plans(partition::BenchPlansArgs),
     /// An open-loop load against a KServe V2 server, swept to its maximum sustainable rate.
     Serve(bench_serve::BenchServeArgs),
 }
@@ -141,6 +143,7 @@ fn run() -> anyhow::Result<()> {
             BenchCommand::Runtime(args) => bench_runtime::run(args),
             BenchCommand::ParamStore(args) => param_store::bench(args),
             BenchCommand::Partition(args) => partition::bench(args),
+            BenchCommand::Plans(args) => partition::bench_plans(args),
             BenchCommand::Serve(args) => bench_serve::run(args),
         },
         Command::Fn(args) => function::run(args),

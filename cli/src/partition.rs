@@ -1,5 +1,6 @@
 //! `cumulus partition` (plan layer groups and memory tiers for an instance) and `cumulus bench
-//! partition` (the solver's time over a grid of random instances): argument parsing and printing
+//! partition` (the solver's time over a grid of random instances) and `cumulus bench plans`
+//! (plans served and measured against their prediction): argument parsing and printing
 //! only; the solver is `cumulus-partitioner`.
 
 use std::io::Write;
@@ -63,8 +64,33 @@ pub struct PartitionArgs {
     export_lp: Option<PathBuf>,
 }
 
+/// What to profile: the flags both `cumulus partition --model` and `cumulus bench plans` take.
+struct ProfileFlags<'a> {
+    config: Option<&'a std::path::Path>,
+    tiers: &'a [u32],
+    batch: usize,
+    slo_ms: f64,
+    repeats: u32,
+    max_functions: usize,
+    base_memory_mb: u32,
+}
+
+impl<'a> From<&'a PartitionArgs> for ProfileFlags<'a> {
+    fn from(a: &'a PartitionArgs) -> Self {
+        Self {
+            config: a.config.as_deref(),
+            tiers: &a.tiers,
+            batch: a.batch,
+            slo_ms: a.slo_ms,
+            repeats: a.repeats,
+            max_functions: a.max_functions,
+            base_memory_mb: a.base_memory_mb,
+        }
+    }
+}
+
 /// The settings of a profile from the flags and `config`.
-fn settings(args: &PartitionArgs, config: &CumulusConfig) -> anyhow::Result<ProfileSettings> {
+fn settings(args: &ProfileFlags<'_>, config: &CumulusConfig) -> anyhow::Result<ProfileSettings> {
     let offered = &config.functions.memory_tiers_mb;
     let tiers: Vec<u32> = if args.tiers.is_empty() {
         offered
@@ -76,7 +102,7 @@ fn settings(args: &PartitionArgs, config: &CumulusConfig) -> anyhow::Result<Prof
         if let Some(t) = args.tiers.iter().find(|t| !offered.contains(t)) {
             anyhow::bail!("--tiers: {t} MB is not one of functions.memory_tiers_mb {offered:?}");
         }
-        args.tiers.clone()
+        args.tiers.to_vec()
     };
     anyhow::ensure!(!tiers.is_empty(), "no memory tier to profile");
     let max_batch = cumulus_runtime::serving::MAX_BATCH_SIZE;
@@ -100,32 +126,49 @@ fn settings(args: &PartitionArgs, config: &CumulusConfig) -> anyhow::Result<Prof
     })
 }
 
-/// Profiles `dir` on a function platform started from the flags' config.
-fn profile(args: &PartitionArgs, dir: &std::path::Path) -> anyhow::Result<Instance> {
-    let config = match &args.config {
+fn load_config(file: Option<&std::path::Path>) -> anyhow::Result<CumulusConfig> {
+    Ok(match file {
         Some(file) => CumulusConfig::load(file)?,
         None => CumulusConfig::default(),
-    };
-    let settings = settings(args, &config)?;
+    })
+}
+
+fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Profiles `dir` on `platform`.
+async fn profile_on(
+    platform: &Platform,
+    dir: PathBuf,
+    settings: &ProfileSettings,
+) -> anyhow::Result<Instance> {
+    eprintln!(
+        "profiling {} at {:?} MB, batch {}, {} runs per layer",
+        dir.display(),
+        settings.tiers,
+        settings.batch,
+        settings.repeats
+    );
+    Ok(profile_model(platform, dir, settings).await?)
+}
+
+/// Profiles `dir` on a function platform started from the flags' config.
+fn profile(args: &PartitionArgs, dir: &std::path::Path) -> anyhow::Result<Instance> {
+    let flags = ProfileFlags::from(args);
+    let config = load_config(flags.config)?;
+    let settings = settings(&flags, &config)?;
     let dir = dir
         .canonicalize()
         .with_context(|| format!("{}: cannot read", dir.display()))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async move {
+    async_runtime()?.block_on(async move {
         let platform = Platform::new(config)?;
-        eprintln!(
-            "profiling {} at {:?} MB, batch {}, {} runs per layer",
-            dir.display(),
-            settings.tiers,
-            settings.batch,
-            settings.repeats
-        );
-        let instance = profile_model(&platform, dir, &settings).await;
+        let instance = profile_on(&platform, dir, &settings).await;
         platform.shutdown().await;
-        Ok(instance?)
+        instance
     })
 }
 
@@ -228,6 +271,205 @@ pub fn bench(args: BenchPartitionArgs) -> anyhow::Result<()> {
         );
     });
     println!("{}", grid_table(&rows));
+    if let Some(path) = &args.out {
+        let json = serde_json::to_string_pretty(&rows).context("encoding the rows")?;
+        std::fs::write(path, json).with_context(|| format!("{}: cannot write", path.display()))?;
+        println!("rows written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Partition plans served and measured: for each SLO the optimal plan against the whole model in
+/// one function at the smallest tier that fits and at the largest tier, each run as a pipeline of
+/// infer-stage functions; predicted cost and latency beside what was billed and measured.
+#[derive(Debug, Args)]
+pub struct BenchPlansArgs {
+    /// The model folder to profile and serve.
+    #[arg(long, env = "CUMULUS_PARTITION_MODEL")]
+    model: PathBuf,
+    /// cumulus.toml (tiers, prices, the platform); built-in defaults without it.
+    #[arg(long, env = "CUMULUS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Latency SLOs to plan for, ms (comma-separated).
+    #[arg(
+        long,
+        env = "CUMULUS_BENCH_SLO_MS",
+        value_delimiter = ',',
+        required = true
+    )]
+    slo_ms: Vec<f64>,
+    /// Memory tiers to profile and plan over (comma-separated MB); the config's from 512 MB up to
+    /// 4096 MB when absent.
+    #[arg(long, env = "CUMULUS_PARTITION_TIERS", value_delimiter = ',')]
+    tiers: Vec<u32>,
+    /// Rows per request.
+    #[arg(long, env = "CUMULUS_PARTITION_BATCH", default_value_t = 1)]
+    batch: usize,
+    /// Timed runs per layer and tier in the profile.
+    #[arg(long, env = "CUMULUS_PARTITION_REPEATS", default_value_t = 20)]
+    repeats: u32,
+    /// Most functions a plan may use.
+    #[arg(long, env = "CUMULUS_PARTITION_MAX_FUNCTIONS", default_value_t = 8)]
+    max_functions: usize,
+    /// Memory of an instance before any weights, MB.
+    #[arg(long, env = "CUMULUS_PARTITION_BASE_MEMORY_MB", default_value_t = 100)]
+    base_memory_mb: u32,
+    /// Use this profiled instance (`cumulus partition --instance-out`) instead of profiling.
+    #[arg(long, env = "CUMULUS_PARTITION_INSTANCE")]
+    instance: Option<PathBuf>,
+    /// Timed requests per plan, one at a time, after a warm-up request.
+    #[arg(long, env = "CUMULUS_BENCH_REQUESTS", default_value_t = 30)]
+    requests: usize,
+    /// Write the rows as JSON to this file.
+    #[arg(long, env = "CUMULUS_BENCH_OUT")]
+    out: Option<PathBuf>,
+}
+
+#[derive(serde::Serialize)]
+struct PlanRow {
+    slo_ms: f64,
+    candidate: cumulus_inference::plan_bench::Candidate,
+    measured: cumulus_inference::plan_bench::Measurement,
+}
+
+pub fn bench_plans(args: BenchPlansArgs) -> anyhow::Result<()> {
+    use cumulus_inference::plan_bench::{candidates, groups_line, measure, percent_off};
+    anyhow::ensure!(
+        args.slo_ms.iter().all(|s| s.is_finite() && *s > 0.0),
+        "--slo-ms: each SLO must be a positive number"
+    );
+    let flags = ProfileFlags {
+        config: args.config.as_deref(),
+        tiers: &args.tiers,
+        batch: args.batch,
+        slo_ms: args.slo_ms[0],
+        repeats: args.repeats,
+        max_functions: args.max_functions,
+        base_memory_mb: args.base_memory_mb,
+    };
+    let config = load_config(flags.config)?;
+    let settings = settings(&flags, &config)?;
+    let dir = args
+        .model
+        .canonicalize()
+        .with_context(|| format!("{}: cannot read", args.model.display()))?;
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("model")
+        .to_string();
+    let given = match &args.instance {
+        Some(file) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("{}: cannot read", file.display()))?;
+            Some(Instance::from_json(&text).with_context(|| format!("{}", file.display()))?)
+        }
+        None => None,
+    };
+    let rows = async_runtime()?.block_on(async {
+        let platform = Platform::new(config)?;
+        let result = async {
+            let base = match given {
+                Some(i) => i,
+                None => profile_on(&platform, dir.clone(), &settings).await?,
+            };
+            let mut rows = Vec::new();
+            // A plan chosen at several SLOs is served once.
+            let mut seen: Vec<(
+                cumulus_partitioner::Plan,
+                cumulus_inference::plan_bench::Measurement,
+            )> = Vec::new();
+            for &slo_ms in &args.slo_ms {
+                let instance = Instance {
+                    slo_ms,
+                    ..base.clone()
+                };
+                let found = candidates(&instance);
+                if !found.iter().any(|c| c.kind == "optimal") {
+                    let why = solve(&instance)
+                        .err()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default();
+                    eprintln!("SLO {slo_ms} ms: no plan meets it ({why})");
+                }
+                for candidate in found {
+                    let measured =
+                        match seen.iter().find(|(p, _)| p.groups == candidate.plan.groups) {
+                            Some((_, m)) => m.clone(),
+                            None => {
+                                eprintln!(
+                                    "SLO {slo_ms} ms, {}: serving {}",
+                                    candidate.kind,
+                                    groups_line(&candidate.plan)
+                                );
+                                let m = measure(
+                                    &platform,
+                                    &name,
+                                    dir.clone(),
+                                    &candidate.plan,
+                                    settings.batch,
+                                    args.requests,
+                                )
+                                .await
+                                .map_err(|e| {
+                                    anyhow::anyhow!("serving {}: {e}", groups_line(&candidate.plan))
+                                })?;
+                                seen.push((candidate.plan.clone(), m.clone()));
+                                m
+                            }
+                        };
+                    rows.push(PlanRow {
+                        slo_ms,
+                        candidate,
+                        measured,
+                    });
+                }
+            }
+            anyhow::Ok(rows)
+        }
+        .await;
+        platform.shutdown().await;
+        result
+    })?;
+    let mut table = comfy_table::Table::new();
+    table.set_header([
+        "SLO ms",
+        "plan",
+        "groups",
+        "meets SLO",
+        "predicted $/M",
+        "billed $/M",
+        "predicted ms",
+        "measured ms (mean)",
+        "p95 ms",
+        "error",
+        "stages: measured / predicted ms",
+    ]);
+    for r in &rows {
+        let plan = &r.candidate.plan;
+        let stages = r
+            .measured
+            .stage_mean_ms
+            .iter()
+            .zip(&plan.groups)
+            .map(|(m, g)| format!("{m:.1}/{:.1}", g.latency_ms))
+            .collect::<Vec<_>>()
+            .join(" ");
+        table.add_row([
+            format!("{}", r.slo_ms),
+            r.candidate.kind.to_string(),
+            groups_line(plan),
+            if r.candidate.feasible { "yes" } else { "no" }.to_string(),
+            format!("{:.3}", plan.cost_per_request * 1e6),
+            format!("{:.3}", r.measured.billed_cost_per_request * 1e6),
+            format!("{:.1}", plan.latency_ms),
+            format!("{:.1}", r.measured.mean_ms),
+            format!("{:.1}", r.measured.p95_ms),
+            format!("{:+.1}%", percent_off(r.measured.mean_ms, plan.latency_ms)),
+            stages,
+        ]);
+    }
+    println!("{table}");
     if let Some(path) = &args.out {
         let json = serde_json::to_string_pretty(&rows).context("encoding the rows")?;
         std::fs::write(path, json).with_context(|| format!("{}: cannot write", path.display()))?;

@@ -216,25 +216,42 @@ impl PipelineExecutor {
     }
 }
 
+impl PipelineExecutor {
+    /// Runs `batch` through every stage in order; also answers each stage's wall time as the
+    /// gateway saw it (invocation and activation transfer included), in stage order.
+    pub async fn execute_stages(
+        &self,
+        batch: RawTensor,
+    ) -> Result<(Executed, Vec<Duration>), ExecError> {
+        let started = Instant::now();
+        let (mut x, mut compute, mut cold) = (batch, Duration::ZERO, false);
+        let mut took = Vec::with_capacity(self.stages.len());
+        for (k, stage) in self.stages.iter().enumerate() {
+            let done = stage.execute(x).await?;
+            crate::metrics::stage(&self.model, k, done.took);
+            took.push(done.took);
+            compute += done.compute;
+            cold |= done.cold;
+            x = done.output;
+        }
+        let done = Executed {
+            output: x,
+            took: started.elapsed(),
+            compute,
+            cold,
+        };
+        Ok((done, took))
+    }
+
+    /// The function names of the stages, in order.
+    pub fn functions(&self) -> Vec<String> {
+        self.stages.iter().map(|s| s.function.clone()).collect()
+    }
+}
+
 impl Executor for PipelineExecutor {
     fn execute(&self, batch: RawTensor) -> ExecFuture<'_> {
-        Box::pin(async move {
-            let started = Instant::now();
-            let (mut x, mut compute, mut cold) = (batch, Duration::ZERO, false);
-            for (k, stage) in self.stages.iter().enumerate() {
-                let done = stage.execute(x).await?;
-                crate::metrics::stage(&self.model, k, done.took);
-                compute += done.compute;
-                cold |= done.cold;
-                x = done.output;
-            }
-            Ok(Executed {
-                output: x,
-                took: started.elapsed(),
-                compute,
-                cold,
-            })
-        })
+        Box::pin(async move { Ok(self.execute_stages(batch).await?.0) })
     }
 
     fn parallelism(&self) -> usize {

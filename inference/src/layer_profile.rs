@@ -56,7 +56,7 @@ fn function_name(dir: &Path, tier: u32) -> String {
 }
 
 /// One row of zeros … `batch` rows of the model's input.
-fn input_of(folder: &FolderConfig, batch: usize) -> RawTensor {
+pub(crate) fn input_of(folder: &FolderConfig, batch: usize) -> RawTensor {
     let shape = folder.model.input_shape(batch);
     let n: usize = shape.iter().product();
     match folder.inputs.first().map(|t| t.datatype.as_str()) {

@@ -17,6 +17,7 @@ pub mod layer_profile;
 #[cfg(feature = "bench")]
 pub mod loadgen;
 pub mod metrics;
+pub mod plan_bench;
 pub mod protocol;
 pub mod repository;
 pub mod server;
