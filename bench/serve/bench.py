@@ -346,10 +346,11 @@ def run_one(args, system, cfg, reference):
 # --- summary ------------------------------------------------------------------------------------
 
 def run_at(result, rate):
-    for r in result["sweep"]["runs"]:
-        if abs(r["target_rate"] - rate) < 1e-9:
-            return r
-    return None
+    """The run at `rate`: one that held if any did (a retried rate holds if any run holds), else
+    the last one."""
+    runs = [r for r in result["sweep"]["runs"] if abs(r["target_rate"] - rate) < 1e-9]
+    held_runs = [r for r in runs if held(r, result["sweep"])]
+    return (held_runs or runs or [None])[-1]
 
 
 def held(r, sweep):
@@ -402,8 +403,9 @@ def markdown(rows, best, args, meta):
         f"Poisson arrivals, {args.warmup:g} s warm-up + {args.duration:g} s measured per rate; "
         f"SLO p99 <= {args.slo_ms:g} ms with errors < 1%. Latency from the scheduled send time.",
         "",
-        f"Machine: {meta['machine']}; load average {meta['load_before']:.2f} before, "
-        f"{meta['load_after']:.2f} after (the 2 cores are shared with other work).",
+        f"Machine: {meta['machine']}; 1-minute load average between {meta['load_min']:.2f} and "
+        f"{meta['load_max']:.2f} at the starts and ends of the configurations (the 2 cores are "
+        f"shared with other work).",
         "",
         "## Best configuration per system",
         "",
@@ -538,6 +540,8 @@ def main():
         if "system" in res and (args.merge or res["system"] in systems):
             results.append(res)
     rows, best = summarize(results, args.common_rate)
+    loads = [v for r in rows for v in (r["load_before"], r["load_after"]) if v is not None]
+    meta["load_min"], meta["load_max"] = (min(loads), max(loads)) if loads else (0.0, 0.0)
     summary = {"meta": meta, "settings": {k: str(v) if isinstance(v, Path) else v
                                           for k, v in vars(args).items()},
                "rows": rows, "best": best, "failures": failures,
