@@ -512,6 +512,10 @@ def main():
                     help="summarize every out/*.json, not only this invocation's systems")
     args = ap.parse_args()
     args.rates = [float(r) for r in args.rates.split(",")]
+    # Servers start in their own working directories: make every path absolute.
+    for key in ("loadgen", "model_dir", "out_dir", "mlserver_venv", "ray_venv", "cumulus_bin"):
+        if getattr(args, key) is not None:
+            setattr(args, key, getattr(args, key).resolve())
     if args.common_rate not in args.rates:
         args.rates.append(args.common_rate)
     args.out_dir.mkdir(parents=True, exist_ok=True)
