@@ -260,7 +260,8 @@ async fn a_server_that_is_not_there_is_counted_as_connect_errors() {
     ));
 }
 
-/// A gRPC V2 server answering every `ModelInfer` with one output, or `RESOURCE_EXHAUSTED`.
+/// A gRPC V2 server answering every `ModelInfer` with one output, or `RESOURCE_EXHAUSTED` (every
+/// other RPC of the service is unimplemented).
 struct FakeGrpc {
     exhausted: bool,
 }
@@ -297,6 +298,24 @@ impl GrpcInferenceService for FakeGrpc {
         &self,
         _: Request<pb::ModelMetadataRequest>,
     ) -> Result<tonic::Response<pb::ModelMetadataResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn repository_index(
+        &self,
+        _: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<tonic::Response<pb::RepositoryIndexResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn repository_model_load(
+        &self,
+        _: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<tonic::Response<pb::RepositoryModelLoadResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn repository_model_unload(
+        &self,
+        _: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<tonic::Response<pb::RepositoryModelUnloadResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
     async fn model_infer(
