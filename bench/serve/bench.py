@@ -543,13 +543,21 @@ def main():
         res = json.loads(f.read_text())
         if "system" in res and (args.merge or res["system"] in systems):
             results.append(res)
+    previous = Path(f"{args.results}.json")
+    if args.merge and previous.exists():
+        # out/ is not committed: on a fresh checkout the peers' runs live only in results.json.
+        have = {(r["system"], r["config"]) for r in results}
+        for res in json.loads(previous.read_text()).get("results", []):
+            if (res["system"], res["config"]) not in have:
+                results.append(res)
     rows, best = summarize(results, args.common_rate)
     loads = [v for r in rows for v in (r["load_before"], r["load_after"]) if v is not None]
     meta["load_min"], meta["load_max"] = (min(loads), max(loads)) if loads else (0.0, 0.0)
     summary = {"meta": meta, "settings": {k: str(v) if isinstance(v, Path) else v
                                           for k, v in vars(args).items()},
                "rows": rows, "best": best, "failures": failures,
-               "runs": {f"{r['system']}-{r['config']}": r["sweep"] for r in results}}
+               # Every configuration's full record (spec, plan, sweep, common run), for --merge.
+               "results": results}
     prefix = args.results
     Path(f"{prefix}.json").write_text(json.dumps(summary, indent=2) + "\n")
     Path(f"{prefix}.md").write_text(markdown(rows, best, args, meta))
