@@ -489,8 +489,9 @@ def main():
     ap.add_argument("--cumulus-bin", type=Path)
     ap.add_argument("--cumulus-config", help="a cumulus.toml to use instead of the generated ones")
     ap.add_argument("--transport", default="rest-json")
+    # The committed peer runs used these defaults; keep them when adding a system with --merge.
     ap.add_argument("--rates", default="50,100,200,300,400,600,800,1000,1200,1600,2000,2400,3200")
-    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--slo-ms", type=float, default=25.0)
     ap.add_argument("--bisect-steps", type=int, default=3)
