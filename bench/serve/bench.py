@@ -241,20 +241,24 @@ def start_ray(args, cfg, work, log):
 
 def cumulus_configs(args):
     if args.cumulus_config:
-        return [("custom", None)]
-    # Cumulus' own SLO-aware adaptive batcher, and batching off for reference.
-    return [("adaptive", 32), ("off", 1)]
+        return [("custom", None, None)]
+    # Cumulus' own SLO-aware adaptive batcher and batching off, each with the batches run in
+    # infer-stage functions (the serverless path) and on the gateway's own compute thread (what
+    # the peers do). `[models.<name>]` keys of runtime/src/serving.rs.
+    return [("adaptive", "adaptive", "function"), ("off", "off", "function"),
+            ("adaptive-inprocess", "adaptive", "in-process"), ("off-inprocess", "off", "in-process")]
 
 
 def start_cumulus(args, cfg, work, log):
-    name, max_batch = cfg
+    name, batching, execution = cfg
     if args.cumulus_config:
         config = Path(args.cumulus_config).resolve()
     else:
         config = work / f"cumulus-{name}.toml"
         config.write_text(
-            "# Written by bench/serve/bench.py.\n"
-            f"[models.mlp]\nslo_p99_ms = {args.slo_ms}\nmax_batch_size = {max_batch}\n")
+            "# Written by bench/serve/bench.py.\n[models.mlp]\n"
+            f"slo_p99_ms = {args.slo_ms}\nmax_batch_size = 32\n"
+            f'batching = "{batching}"\nexecution = "{execution}"\n')
     http, grpc = free_port(), free_port()
     argv = [str(args.cumulus_bin), "serve", "--models", str(args.model_dir / "cumulus"),
             "--http", f"127.0.0.1:{http}", "--grpc", f"127.0.0.1:{grpc}", "--config", str(config)]
@@ -262,7 +266,8 @@ def start_cumulus(args, cfg, work, log):
                     args.nice)
     base = f"http://127.0.0.1:{http}"
     server.grpc = f"http://127.0.0.1:{grpc}"
-    return server, base, f"{base}/v2/health/ready", {"config": str(config), "max_batch_size": max_batch}
+    return server, base, f"{base}/v2/health/ready", {
+        "config": str(config), "batching": batching, "execution": execution}
 
 
 SYSTEMS = {
