@@ -241,20 +241,24 @@ def start_ray(args, cfg, work, log):
 
 def cumulus_configs(args):
     if args.cumulus_config:
-        return [("custom", None)]
-    # Cumulus' own SLO-aware adaptive batcher, and batching off for reference.
-    return [("adaptive", 32), ("off", 1)]
+        return [("custom", None, None)]
+    # Cumulus' own SLO-aware adaptive batcher and batching off, each with the batches run in
+    # infer-stage functions (the serverless path) and on the gateway's own compute thread (what
+    # the peers do). `[models.<name>]` keys of runtime/src/serving.rs.
+    return [("adaptive", "adaptive", "function"), ("off", "off", "function"),
+            ("adaptive-inprocess", "adaptive", "in-process"), ("off-inprocess", "off", "in-process")]
 
 
 def start_cumulus(args, cfg, work, log):
-    name, max_batch = cfg
+    name, batching, execution = cfg
     if args.cumulus_config:
         config = Path(args.cumulus_config).resolve()
     else:
         config = work / f"cumulus-{name}.toml"
         config.write_text(
-            "# Written by bench/serve/bench.py.\n"
-            f"[models.mlp]\nslo_p99_ms = {args.slo_ms}\nmax_batch_size = {max_batch}\n")
+            "# Written by bench/serve/bench.py.\n[models.mlp]\n"
+            f"slo_p99_ms = {args.slo_ms}\nmax_batch_size = 32\n"
+            f'batching = "{batching}"\nexecution = "{execution}"\n')
     http, grpc = free_port(), free_port()
     argv = [str(args.cumulus_bin), "serve", "--models", str(args.model_dir / "cumulus"),
             "--http", f"127.0.0.1:{http}", "--grpc", f"127.0.0.1:{grpc}", "--config", str(config)]
@@ -262,7 +266,8 @@ def start_cumulus(args, cfg, work, log):
                     args.nice)
     base = f"http://127.0.0.1:{http}"
     server.grpc = f"http://127.0.0.1:{grpc}"
-    return server, base, f"{base}/v2/health/ready", {"config": str(config), "max_batch_size": max_batch}
+    return server, base, f"{base}/v2/health/ready", {
+        "config": str(config), "batching": batching, "execution": execution}
 
 
 SYSTEMS = {
@@ -346,10 +351,11 @@ def run_one(args, system, cfg, reference):
 # --- summary ------------------------------------------------------------------------------------
 
 def run_at(result, rate):
-    for r in result["sweep"]["runs"]:
-        if abs(r["target_rate"] - rate) < 1e-9:
-            return r
-    return None
+    """The run at `rate`: one that held if any did (a retried rate holds if any run holds), else
+    the last one."""
+    runs = [r for r in result["sweep"]["runs"] if abs(r["target_rate"] - rate) < 1e-9]
+    held_runs = [r for r in runs if held(r, result["sweep"])]
+    return (held_runs or runs or [None])[-1]
 
 
 def held(r, sweep):
@@ -402,8 +408,9 @@ def markdown(rows, best, args, meta):
         f"Poisson arrivals, {args.warmup:g} s warm-up + {args.duration:g} s measured per rate; "
         f"SLO p99 <= {args.slo_ms:g} ms with errors < 1%. Latency from the scheduled send time.",
         "",
-        f"Machine: {meta['machine']}; load average {meta['load_before']:.2f} before, "
-        f"{meta['load_after']:.2f} after (the 2 cores are shared with other work).",
+        f"Machine: {meta['machine']}; 1-minute load average between {meta['load_min']:.2f} and "
+        f"{meta['load_max']:.2f} at the starts and ends of the configurations (the 2 cores are "
+        f"shared with other work).",
         "",
         "## Best configuration per system",
         "",
@@ -487,8 +494,9 @@ def main():
     ap.add_argument("--cumulus-bin", type=Path)
     ap.add_argument("--cumulus-config", help="a cumulus.toml to use instead of the generated ones")
     ap.add_argument("--transport", default="rest-json")
+    # The committed peer runs used these defaults; keep them when adding a system with --merge.
     ap.add_argument("--rates", default="50,100,200,300,400,600,800,1000,1200,1600,2000,2400,3200")
-    ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--slo-ms", type=float, default=25.0)
     ap.add_argument("--bisect-steps", type=int, default=3)
@@ -510,6 +518,10 @@ def main():
                     help="summarize every out/*.json, not only this invocation's systems")
     args = ap.parse_args()
     args.rates = [float(r) for r in args.rates.split(",")]
+    # Servers start in their own working directories: make every path absolute.
+    for key in ("loadgen", "model_dir", "out_dir", "mlserver_venv", "ray_venv", "cumulus_bin"):
+        if getattr(args, key) is not None:
+            setattr(args, key, getattr(args, key).resolve())
     if args.common_rate not in args.rates:
         args.rates.append(args.common_rate)
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -537,11 +549,21 @@ def main():
         res = json.loads(f.read_text())
         if "system" in res and (args.merge or res["system"] in systems):
             results.append(res)
+    previous = Path(f"{args.results}.json")
+    if args.merge and previous.exists():
+        # out/ is not committed: on a fresh checkout the peers' runs live only in results.json.
+        have = {(r["system"], r["config"]) for r in results}
+        for res in json.loads(previous.read_text()).get("results", []):
+            if (res["system"], res["config"]) not in have:
+                results.append(res)
     rows, best = summarize(results, args.common_rate)
+    loads = [v for r in rows for v in (r["load_before"], r["load_after"]) if v is not None]
+    meta["load_min"], meta["load_max"] = (min(loads), max(loads)) if loads else (0.0, 0.0)
     summary = {"meta": meta, "settings": {k: str(v) if isinstance(v, Path) else v
                                           for k, v in vars(args).items()},
                "rows": rows, "best": best, "failures": failures,
-               "runs": {f"{r['system']}-{r['config']}": r["sweep"] for r in results}}
+               # Every configuration's full record (spec, plan, sweep, common run), for --merge.
+               "results": results}
     prefix = args.results
     Path(f"{prefix}.json").write_text(json.dumps(summary, indent=2) + "\n")
     Path(f"{prefix}.md").write_text(markdown(rows, best, args, meta))

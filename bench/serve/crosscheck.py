@@ -37,7 +37,7 @@ def ours(args, url, pid, out):
 def oha(args, url, body_file, out):
     # oha has no warm-up: warm the server with a short run first, then measure.
     base = bench.generator_prefix(args) + [
-        str(args.oha), "-q", str(args.rate), "--latency-correction", "-c", "256", "--no-tui",
+        str(args.oha), "-q", str(args.rate), "--latency-correction", "-c", str(args.oha_connections), "--no-tui",
         "-m", "POST", "-H", "content-type: application/json", "-D", str(body_file),
         "--output-format", "json"]
     subprocess.run(base + ["-z", f"{args.warmup}s", f"{url}/v2/models/mlp/infer"], check=True,
@@ -61,6 +61,8 @@ def main():
     ap.add_argument("--oha", type=Path, required=True)
     ap.add_argument("--rate", type=float, default=300.0)
     ap.add_argument("--duration", type=float, default=10.0)
+    ap.add_argument("--oha-connections", type=int, default=256,
+                    help="oha -c: its connections, i.e. the most requests it has in flight")
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--model-dir", type=Path, default=HERE / "out" / "model")
     ap.add_argument("--out-dir", type=Path, default=HERE / "out" / "crosscheck")
@@ -98,6 +100,7 @@ def main():
     finally:
         server.stop()
     result = {"server": "mlserver off-pw0", "rate": args.rate, "duration_s": args.duration,
+              "oha_connections": args.oha_connections,
               "arrival": "constant (evenly spaced)", "runs": rows,
               "load_after": bench.os.getloadavg()[0]}
     args.result.write_text(json.dumps(result, indent=2) + "\n")

@@ -216,7 +216,12 @@ impl Model {
     /// and benchmarks.
     pub fn example_input(&self, batch: usize) -> Result<Tensor> {
         let shape = self.config.input_shape(batch);
-        let n: usize = shape.iter().product();
+        let n = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(|| {
+                ModelError::config("batch", format!("{batch} examples of {shape:?} overflow"))
+            })?;
         let wave = |i: usize| ((i as f64) * 0.37).sin();
         let tensor = match &self.config {
             ModelConfig::Pmf(c) => {

@@ -260,7 +260,8 @@ async fn a_server_that_is_not_there_is_counted_as_connect_errors() {
     ));
 }
 
-/// A gRPC V2 server answering every `ModelInfer` with one output, or `RESOURCE_EXHAUSTED`.
+/// A gRPC V2 server answering every `ModelInfer` with one output, or `RESOURCE_EXHAUSTED` (every
+/// other RPC of the service is unimplemented).
 struct FakeGrpc {
     exhausted: bool,
 }
