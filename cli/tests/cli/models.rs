@@ -106,3 +106,78 @@ fn inspect_refuses_a_folder_without_a_model() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("config.json"), "{}", stderr(&out));
 }
+
+#[test]
+fn init_keeps_an_existing_model_and_inspect_bounds_its_batch() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out_dir = dir.path().join("m");
+    let out_dir = out_dir.to_str().expect("utf-8 temp path");
+    let out = cumulus(&["models", "init", "mlp", "--out", out_dir]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = std::fs::read(dir.path().join("m/model.safetensors")).expect("weights");
+
+    // A second init does not overwrite it, unless asked to.
+    let out = cumulus(&["models", "init", "mlp", "--out", out_dir, "--seed", "7"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    let after = std::fs::read(dir.path().join("m/model.safetensors")).expect("weights");
+    assert_eq!(before, after, "the refused init left the model as it was");
+    let out = cumulus(&[
+        "models", "init", "mlp", "--out", out_dir, "--seed", "7", "--force",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A batch past the bound is refused; the bound itself is inspected.
+    let out = cumulus(&["models", "inspect", out_dir, "--batch", "0"]);
+    assert!(!out.status.success());
+    let out = cumulus(&["models", "inspect", out_dir, "--batch", "99999999999"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--batch"), "{}", stderr(&out));
+    let out = cumulus(&["models", "inspect", out_dir, "--batch", "1048576"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A model over --max-params is refused before any weight exists, and a bad config names its
+    // field once.
+    let big = dir.path().join("big.json");
+    std::fs::write(
+        &big,
+        r#"{"arch": "mlp", "input_dim": 100000, "hidden": [100000], "n_outputs": 10}"#,
+    )
+    .expect("write config");
+    let big_out = dir.path().join("big");
+    let out = cumulus(&[
+        "models",
+        "init",
+        "mlp",
+        "--config",
+        big.to_str().expect("utf-8 temp path"),
+        "--out",
+        big_out.to_str().expect("utf-8 temp path"),
+        "--max-params",
+        "1000000",
+    ]);
+    assert!(!out.status.success());
+    assert!(!big_out.join("model.safetensors").exists());
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        r#"{"arch": "mlp", "input_dim": 64, "hidden": [0], "n_outputs": 10}"#,
+    )
+    .expect("write config");
+    let out = cumulus(&[
+        "models",
+        "init",
+        "mlp",
+        "--config",
+        bad.to_str().expect("utf-8 temp path"),
+        "--out",
+        big_out.to_str().expect("utf-8 temp path"),
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out).matches("invalid model config").count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+}
