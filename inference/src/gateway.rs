@@ -255,10 +255,19 @@ impl Gateway {
             let platform = self.platform.as_ref().ok_or_else(|| {
                 InferError::Internal("no function platform to run models on".into())
             })?;
-            let groups = read_plan(plan).map_err(|e| {
+            let (groups, predicted) = read_plan(plan).map_err(|e| {
                 InferError::BadRequest(format!("failed to load model '{name}': {e}"))
             })?;
-            tracing::info!(model = name, plan = %plan.display(), stages = groups.len(), "serving partitioned");
+            for (k, ms) in predicted.iter().enumerate() {
+                crate::metrics::stage_predicted(name, k, *ms);
+            }
+            tracing::info!(
+                model = name,
+                plan = %plan.display(),
+                stages = groups.len(),
+                predicted_ms = ?predicted,
+                "serving partitioned"
+            );
             return Ok(Arc::new(
                 PipelineExecutor::deploy(platform, name, dir, &groups, serving, self.gpu.clone())
                     .map_err(|e| {
@@ -381,7 +390,10 @@ impl Gateway {
 
 /// The groups of a plan file (`cumulus partition --json`): `(first, last, memory_mb)`, checked
 /// to cover layers from 0 on, in order, without a gap.
-fn read_plan(path: &std::path::Path) -> Result<Vec<(usize, usize, u32)>, String> {
+/// The groups `(first, last, memory_mb)` of a plan file, and each group's predicted latency, ms.
+type PlanGroups = (Vec<(usize, usize, u32)>, Vec<f64>);
+
+fn read_plan(path: &std::path::Path) -> Result<PlanGroups, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("plan {}: cannot read: {e}", path.display()))?;
     let plan: cumulus_partitioner::Plan =
@@ -403,7 +415,7 @@ fn read_plan(path: &std::path::Path) -> Result<Vec<(usize, usize, u32)>, String>
     if groups.is_empty() {
         return Err(format!("plan {}: no groups", path.display()));
     }
-    Ok(groups)
+    Ok((groups, plan.groups.iter().map(|g| g.latency_ms).collect()))
 }
 
 fn outcome(r: &Result<InferResponse, InferError>) -> &'static str {

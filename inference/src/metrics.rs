@@ -22,6 +22,9 @@ pub const COLD_BATCHES: &str = "cumulus_inference_cold_batches_total";
 pub const REFUSED_LATE: &str = "cumulus_inference_refused_late_total";
 /// Time of each stage of a partitioned model, by model and stage index.
 pub const STAGE_DURATION: &str = "cumulus_inference_stage_duration_seconds";
+/// What the model's partition plan predicted for each stage (invocation included), by model and
+/// stage index: read beside [`STAGE_DURATION`].
+pub const STAGE_PREDICTED: &str = "cumulus_inference_stage_predicted_seconds";
 /// Models loaded and ready.
 pub const MODELS_READY: &str = "cumulus_inference_models_ready";
 
@@ -66,6 +69,11 @@ pub fn describe() {
         Unit::Seconds,
         "Time of each stage of a partitioned model, its invocation included"
     );
+    metrics::describe_gauge!(
+        STAGE_PREDICTED,
+        Unit::Seconds,
+        "Latency of each stage of a partitioned model as its plan predicted"
+    );
     metrics::describe_gauge!(MODELS_READY, "Models loaded and ready");
 }
 
@@ -99,6 +107,11 @@ pub(crate) fn refused_late(model: &str) {
 pub(crate) fn stage(model: &str, index: usize, took: Duration) {
     metrics::histogram!(STAGE_DURATION, "model" => model.to_owned(), "stage" => index.to_string())
         .record(took.as_secs_f64());
+}
+
+pub(crate) fn stage_predicted(model: &str, index: usize, ms: f64) {
+    metrics::gauge!(STAGE_PREDICTED, "model" => model.to_owned(), "stage" => index.to_string())
+        .set(ms / 1e3);
 }
 
 pub(crate) fn models_ready(n: usize) {
