@@ -265,6 +265,9 @@ def start_cumulus(args, cfg, work, log):
         config.write_text(
             "# Written by bench/serve/bench.py.\n[models.mlp]\n"
             f"slo_p99_ms = {args.slo_ms}\nmax_batch_size = 32\n"
+            # The server has one core: one instance with a whole vCPU (1769 MB, as on
+            # Lambda), not two throttled ones competing for it.
+            "memory_mb = 1769\nmax_instances = 1\n"
             f'batching = "{batching}"\nexecution = "{execution}"\n{fixed}')
     http, grpc = free_port(), free_port()
     argv = [str(args.cumulus_bin), "serve", "--models", str(args.model_dir / "cumulus"),

@@ -177,6 +177,78 @@ async fn overload_is_refused_at_once_and_never_queued_past_the_slo() {
     );
 }
 
+/// The first batch starts an instance (slow, and says so); every later one takes 1 ms.
+struct ColdFirst {
+    ran: AtomicUsize,
+}
+
+impl Executor for ColdFirst {
+    fn execute(&self, batch: RawTensor) -> ExecFuture<'_> {
+        Box::pin(async move {
+            let first = self.ran.fetch_add(1, Ordering::SeqCst) == 0;
+            let ms = if first { 400 } else { 1 };
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(Executed {
+                output: batch,
+                took: Duration::from_millis(ms),
+                compute: Duration::from_millis(1),
+                cold: first,
+            })
+        })
+    }
+    fn parallelism(&self) -> usize {
+        1
+    }
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {})
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cold_start_or_a_stale_profile_never_locks_the_model_out() {
+    let mut s = serving(Batching::Adaptive);
+    s.slo_p99_ms = 50.0;
+    // A cold start is not folded into the profile: admission stays as measured.
+    let batcher = Batcher::start(
+        "cold",
+        &s,
+        Arc::new(ColdFirst {
+            ran: AtomicUsize::new(0),
+        }),
+        Profile::new(vec![(1, 1.0)]).unwrap(),
+    );
+    let one = || RawTensor::f32(vec![1, 1], &[1.0]);
+    batcher.submit(one()).await.expect("the cold batch answers");
+    assert!(batcher.exec_ms(1) < 5.0, "{}", batcher.exec_ms(1));
+    batcher.close().await;
+
+    // A profile far past the SLO (as a slow start-up measured it): an idle model still admits,
+    // so each request measures it again, until admission under load works from the truth.
+    let slow = Arc::new(Slow {
+        ms: 1,
+        ran: AtomicUsize::new(0),
+    });
+    let batcher = Batcher::start(
+        "stale",
+        &s,
+        slow.clone(),
+        Profile::new(vec![(1, 500.0)]).unwrap(),
+    );
+    for _ in 0..30 {
+        batcher
+            .submit(one())
+            .await
+            .expect("an idle model admits its request");
+    }
+    assert!(
+        batcher.exec_ms(1) < s.slo_p99_ms / 2.0,
+        "the profile came back to what batches take: {}",
+        batcher.exec_ms(1)
+    );
+    assert_eq!(slow.ran.load(Ordering::SeqCst), 30);
+    batcher.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn closing_answers_what_is_queued_then_refuses() {
     let executor = Arc::new(Slow {

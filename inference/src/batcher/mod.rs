@@ -4,7 +4,8 @@
 //! Admission happens at once, under the queue's lock: a request that finds the queue full, or
 //! whose estimated completion (the rows ahead of it, the batches in flight, the profiled
 //! execution time) is past its deadline, is refused with a retry hint — never queued to miss
-//! its SLO. The dispatcher waits for a free instance, then asks the policy whether to send what
+//! its SLO. (An idle model admits whatever the estimate says, so the estimate is always
+//! measured again; batches that started an instance are left out of it.) The dispatcher waits for a free instance, then asks the policy whether to send what
 //! is queued or wait for more; at dispatch, a request that can no longer make its deadline is
 //! refused rather than run late. A batch concatenates whole requests in arrival order (rows of
 //! one request never split, requests never mixed within a row) and its output is split back
@@ -190,7 +191,11 @@ impl Batcher {
                 st.policy
                     .eta_ms(st.queued_rows, rows, st.in_flight, s.executor.parallelism());
             let eta = Duration::from_secs_f64(eta_ms / 1e3);
-            if eta > slo {
+            // With nothing queued or running the request goes at once whatever the estimate
+            // says, so a profile that has drifted high is measured again instead of refusing
+            // every request for ever.
+            let idle = st.queue.is_empty() && st.in_flight == 0;
+            if eta > slo && !idle {
                 return Err(BatchError::Overloaded {
                     retry_after: eta.saturating_sub(slo),
                     reason: format!(
@@ -296,7 +301,9 @@ fn refuse_late(s: &Shared, st: &mut State) {
     let mut kept = VecDeque::with_capacity(st.queue.len());
     while let Some(p) = st.queue.pop_front() {
         let exec = Duration::from_secs_f64(st.policy.exec_ms(p.rows) / 1e3);
-        if now + exec > p.deadline && !st.closed {
+        // An idle model runs its oldest request whatever the estimate: that measures it again.
+        let probe = kept.is_empty() && st.in_flight == 0 && now < p.deadline;
+        if now + exec > p.deadline && !st.closed && !probe {
             st.queued_rows -= p.rows;
             m::refused_late(&s.model);
             let _ = p.reply.send(Err(BatchError::Overloaded {
@@ -344,20 +351,29 @@ async fn run_batch(s: Arc<Shared>, batch: Vec<Pending>, permit: OwnedSemaphorePe
         Ok(input) => s.executor.execute(input).await,
         Err(e) => Err(ExecError::Failed(e)),
     };
-    let finished = Instant::now();
     m::batch(
         &s.model,
         total,
         result.as_ref().ok().map(|e| (e.took, e.compute, e.cold)),
     );
-    let mut worst = Duration::ZERO;
     match result.and_then(|done| {
         let parts = done.output.split(&rows).map_err(ExecError::Failed)?;
         Ok((done, parts))
     }) {
         Ok((done, parts)) => {
+            // The state first, the answers after: a client that sends its next request the
+            // moment it has this answer finds the model as this batch left it.
+            {
+                let mut st = s.lock();
+                // A batch that started an instance (scale-out, or after scale to zero)
+                // measured the start, not the batch: it would poison the profile, and with it
+                // admission.
+                if !done.cold {
+                    st.policy.ran(total, done.took.as_secs_f64() * 1e3);
+                }
+                st.in_flight -= 1;
+            }
             for (p, output) in batch.into_iter().zip(parts) {
-                worst = worst.max(finished.saturating_duration_since(p.arrived));
                 let _ = p.reply.send(Ok(Answer {
                     output,
                     queued: sent.saturating_duration_since(p.arrived),
@@ -365,13 +381,6 @@ async fn run_batch(s: Arc<Shared>, batch: Vec<Pending>, permit: OwnedSemaphorePe
                     batch_rows: total,
                 }));
             }
-            let mut st = s.lock();
-            st.policy.ran(
-                total,
-                done.took.as_secs_f64() * 1e3,
-                worst.as_secs_f64() * 1e3,
-            );
-            st.in_flight -= 1;
         }
         Err(e) => {
             let error = match e {
@@ -384,10 +393,10 @@ async fn run_batch(s: Arc<Shared>, batch: Vec<Pending>, permit: OwnedSemaphorePe
                 ExecError::Failed(m) => BatchError::Failed(m),
             };
             tracing::warn!(model = %s.model, rows = total, error = %error, "batch failed");
+            s.lock().in_flight -= 1;
             for p in batch {
                 let _ = p.reply.send(Err(error.clone()));
             }
-            s.lock().in_flight -= 1;
         }
     }
     drop(permit);
