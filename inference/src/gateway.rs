@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use cumulus_models::folder::FolderConfig;
 use cumulus_runtime::{CumulusConfig, Execution, ModelServing, Platform};
@@ -580,6 +580,26 @@ impl InferBackend for Gateway {
             }
             result
         })
+    }
+
+    fn admit(&self, name: &str) -> Result<(), InferError> {
+        let served = match self.read().get(name) {
+            Some(Slot::Ready(served)) => served.clone(),
+            _ => return Ok(()),
+        };
+        match served.batcher.admits(1) {
+            Err(BatchError::Overloaded {
+                retry_after,
+                reason,
+            }) => {
+                m::request(name, "overloaded", Duration::ZERO);
+                Err(InferError::Overloaded {
+                    retry_after,
+                    reason,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn repository_index(&self, ready_only: bool) -> Vec<RepositoryEntry> {

@@ -175,6 +175,26 @@ async fn overload_is_refused_at_once_and_never_queued_past_the_slo() {
         ok,
         "refused requests never ran"
     );
+    // The front end's pre-check (before it decodes a body) says the same without queueing.
+    assert!(batcher.admits(1).is_ok(), "an idle model admits");
+    let busy: Vec<_> = (0..6)
+        .map(|c| {
+            let batcher = batcher.clone();
+            tokio::spawn(async move {
+                batcher
+                    .submit(RawTensor::f32(vec![1, 1], &[c as f32]))
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(
+        matches!(batcher.admits(1), Err(BatchError::Overloaded { .. })),
+        "a busy model refuses before anything is decoded"
+    );
+    for b in busy {
+        let _ = b.await.unwrap();
+    }
 }
 
 /// The first batch starts an instance (slow, and says so); every later one takes 1 ms.

@@ -173,37 +173,8 @@ impl Batcher {
                 )));
             }
             let slo = st.policy.slo();
-            if st.queue.len() >= s.max_queue {
-                let wait = Duration::from_secs_f64(
-                    st.policy
-                        .eta_ms(st.queued_rows, 0, st.in_flight, s.executor.parallelism())
-                        / 1e3,
-                );
-                return Err(BatchError::Overloaded {
-                    retry_after: wait,
-                    reason: format!(
-                        "model {}: the queue is full ({} requests)",
-                        s.model, s.max_queue
-                    ),
-                });
-            }
-            let eta_ms =
-                st.policy
-                    .eta_ms(st.queued_rows, rows, st.in_flight, s.executor.parallelism());
-            let eta = Duration::from_secs_f64(eta_ms / 1e3);
-            // With nothing queued or running the request goes at once whatever the estimate
-            // says, so a profile that has drifted high is measured again instead of refusing
-            // every request for ever.
-            let idle = st.queue.is_empty() && st.in_flight == 0;
-            if eta > slo && !idle {
-                return Err(BatchError::Overloaded {
-                    retry_after: eta.saturating_sub(slo),
-                    reason: format!(
-                        "model {}: a request now would finish in about {eta_ms:.1} ms, past its {} ms SLO",
-                        s.model,
-                        slo.as_millis()
-                    ),
-                });
+            if let Some(refusal) = refusal(s, &st, rows) {
+                return Err(refusal);
             }
             let now = Instant::now();
             if let Some(last) = st.last_arrival {
@@ -225,6 +196,20 @@ impl Batcher {
             .unwrap_or_else(|_| Err(BatchError::Failed("the batcher stopped".into())))
     }
 
+    /// Whether a request of `rows` rows would be admitted now (`Err`: the refusal it would get),
+    /// without queueing anything: what a front end asks before it spends time decoding a body,
+    /// so an overloaded model sheds load at the price of reading bytes, not parsing tensors.
+    pub fn admits(&self, rows: usize) -> Result<(), BatchError> {
+        let st = self.shared.lock();
+        if st.closed {
+            return Err(BatchError::Unavailable(format!(
+                "model {} is being unloaded",
+                self.shared.model
+            )));
+        }
+        refusal(&self.shared, &st, rows.max(1)).map_or(Ok(()), Err)
+    }
+
     /// Stops admitting, runs what is queued, waits for the last batch, then closes the
     /// executor.
     pub async fn close(&self) {
@@ -243,6 +228,45 @@ impl Batcher {
         let _all = self.shared.slots.acquire_many(n).await;
         self.shared.executor.close().await;
     }
+}
+
+/// The share of the SLO a request's estimated completion may take at admission.
+const ADMIT_HEADROOM: f64 = 0.8;
+
+/// The refusal a request of `rows` rows gets now, if any: the queue is full, or its estimated
+/// completion (the rows ahead of it, the batches in flight) is past its SLO. With nothing
+/// queued or running the request goes at once whatever the estimate says, so a profile that
+/// has drifted high is measured again instead of refusing every request for ever.
+fn refusal(s: &Shared, st: &State, rows: usize) -> Option<BatchError> {
+    let slo = st.policy.slo();
+    let parallelism = s.executor.parallelism();
+    if st.queue.len() >= s.max_queue {
+        let wait = st
+            .policy
+            .eta_ms(st.queued_rows, 0, st.in_flight, parallelism);
+        return Some(BatchError::Overloaded {
+            retry_after: Duration::from_secs_f64(wait / 1e3),
+            reason: format!(
+                "model {}: the queue is full ({} requests)",
+                s.model, s.max_queue
+            ),
+        });
+    }
+    let eta_ms = st
+        .policy
+        .eta_ms(st.queued_rows, rows, st.in_flight, parallelism);
+    let eta = Duration::from_secs_f64(eta_ms / 1e3);
+    let idle = st.queue.is_empty() && st.in_flight == 0;
+    // The estimate is made of mean batch times: admitting up to the whole SLO would let the
+    // slower batches carry the admitted tail past it.
+    (eta > slo.mul_f64(ADMIT_HEADROOM) && !idle).then(|| BatchError::Overloaded {
+        retry_after: eta.saturating_sub(slo),
+        reason: format!(
+            "model {}: a request now would finish in about {eta_ms:.1} ms, past its {} ms SLO",
+            s.model,
+            slo.as_millis()
+        ),
+    })
 }
 
 /// Forms batches until the batcher is closed and its queue is empty.

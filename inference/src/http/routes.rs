@@ -81,6 +81,8 @@ pub async fn infer(
 ) -> Result<Response, ApiError> {
     let limits = backend.limits().clone();
     let bytes = read_body(&headers, body, limits.max_body_bytes).await?;
+    // Shed load before the decode, the costliest part of a refused request.
+    backend.admit(&model.name)?;
     let header_len = headers
         .get(INFERENCE_HEADER_CONTENT_LENGTH)
         .map(|v| rest::parse_header_len(v.as_bytes()))

@@ -115,6 +115,13 @@ pub trait InferBackend: Send + Sync + 'static {
         request: InferRequest,
     ) -> BoxFuture<'_, Result<InferResponse, InferError>>;
 
+    /// A cheap check before a request's body is decoded: `Err(Overloaded)` when the model would
+    /// refuse any request now, so an overloaded server sheds load without parsing tensors.
+    /// Anything else (unknown model, bad input) is left to [`InferBackend::infer`].
+    fn admit(&self, _name: &str) -> Result<(), InferError> {
+        Ok(())
+    }
+
     /// Every model the repository knows (only ready ones when `ready_only`).
     fn repository_index(&self, ready_only: bool) -> Vec<RepositoryEntry>;
 
