@@ -140,6 +140,13 @@ fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// An instance file (`cumulus partition --instance-out`, or written by hand).
+fn read_instance(file: &std::path::Path) -> anyhow::Result<Instance> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("{}: cannot read", file.display()))?;
+    Instance::from_json(&text).with_context(|| format!("{}", file.display()))
+}
+
 /// Profiles `dir` on `platform`.
 async fn profile_on(
     platform: &Platform,
@@ -174,11 +181,7 @@ fn profile(args: &PartitionArgs, dir: &std::path::Path) -> anyhow::Result<Instan
 
 pub fn run(args: PartitionArgs) -> anyhow::Result<()> {
     let instance = match (&args.instance, &args.model) {
-        (Some(file), _) => {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("{}: cannot read", file.display()))?;
-            Instance::from_json(&text).with_context(|| format!("{}", file.display()))?
-        }
+        (Some(file), _) => read_instance(file)?,
         (None, Some(dir)) => {
             let instance = profile(&args, dir)?;
             if let Some(out) = &args.instance_out {
@@ -358,14 +361,7 @@ pub fn bench_plans(args: BenchPlansArgs) -> anyhow::Result<()> {
         .and_then(|n| n.to_str())
         .unwrap_or("model")
         .to_string();
-    let given = match &args.instance {
-        Some(file) => {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("{}: cannot read", file.display()))?;
-            Some(Instance::from_json(&text).with_context(|| format!("{}", file.display()))?)
-        }
-        None => None,
-    };
+    let given = args.instance.as_deref().map(read_instance).transpose()?;
     let rows = async_runtime()?.block_on(async {
         let platform = Platform::new(config)?;
         let result = async {

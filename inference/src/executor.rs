@@ -61,23 +61,7 @@ pub trait Executor: Send + Sync + 'static {
 /// The platform's name of a model's function: `infer-` and the model name made a DNS label,
 /// with a hash of the whole name so names differing in case or punctuation never collide.
 pub fn function_name(model: &str) -> String {
-    let mut hash: u32 = 0x811c_9dc5; // FNV-1a
-    for b in model.bytes() {
-        hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    let clean: String = model
-        .chars()
-        .map(|c| {
-            let c = c.to_ascii_lowercase();
-            if c.is_ascii_lowercase() || c.is_ascii_digit() {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(40)
-        .collect();
-    format!("infer-{}-{hash:08x}", clean.trim_matches('-'))
+    cumulus_runtime::config::function_name("infer", model)
 }
 
 /// Batches as invocations of the model's own `infer-stage` function.

@@ -294,6 +294,29 @@ pub fn valid_function_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// A function name for `name` (a model, a job id): `<prefix>-`, then `name` made a DNS label
+/// (lower case, `[a-z0-9-]`, at most 40 characters of it), then a hash of the whole name, so
+/// names differing only in case or punctuation never share a function.
+pub fn function_name(prefix: &str, name: &str) -> String {
+    let mut hash: u32 = 0x811c_9dc5; // FNV-1a
+    for b in name.bytes() {
+        hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    format!("{prefix}-{}-{hash:08x}", clean.trim_matches('-'))
+}
+
 impl CumulusConfig {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, RuntimeError> {

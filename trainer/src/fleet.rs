@@ -83,23 +83,7 @@ pub trait WorkerFleet: Send + Sync + 'static {
 /// label (lower case, `[a-z0-9-]`), with a hash of the whole id so that ids differing only in
 /// case or punctuation never share a function.
 pub fn worker_function_name(job_id: &str) -> String {
-    let mut hash: u32 = 0x811c_9dc5; // FNV-1a
-    for b in job_id.bytes() {
-        hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    let clean: String = job_id
-        .chars()
-        .map(|c| {
-            let c = c.to_ascii_lowercase();
-            if c.is_ascii_lowercase() || c.is_ascii_digit() {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(40)
-        .collect();
-    format!("{}-{}-{hash:08x}", worker::KIND, clean.trim_matches('-'))
+    cumulus_runtime::config::function_name(worker::KIND, job_id)
 }
 
 /// The platform settings of `job`'s worker function: the operator's `train-worker` settings
